@@ -1,0 +1,720 @@
+// The CPU GEMM, in the BLIS / GotoBLAS structure:
+//
+//   for jc over N in NC-column blocks
+//     for pc over K in KC-deep blocks
+//       pack op(B)[pc, jc] into NR-column panels (shared, threads split the panels)
+//       threads split the MxNC block into rectangles; each, for ic over its rows in MC blocks:
+//         pack op(A)[ic, pc] into MR-row panels (per thread)
+//         for each NR panel, for each MR panel: MRxNR micro-kernel over KC
+//
+// Packing converts F16 / BF16 operands to FP32 once per block, so the micro-kernel is a pure
+// FP32 FMA loop whatever the operand types, and it absorbs all four transpose combinations.
+// Raw sums of products of the K blocks before the last are kept in FP32 (in `out` itself when
+// it is F32, else in a workspace); the epilogue (alpha, beta*C, bias, activation, rounding to
+// outType) runs once, on the last K block, while the tile is still in cache.
+//
+// The AVX2/FMA/F16C functions carry target attributes and are chosen at run time, so this file
+// is compiled for baseline x86-64 (or any other architecture, where only the scalar path exists).
+#include <stdint.h>
+#include <string.h>
+#include <algorithm>
+#include <atomic>
+#include <limits>
+#include <new>
+#include <string>
+#include <thread>
+
+#include "cpu_backend.h"
+#include "parallel.h"
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define MP_GEMM_X86 1
+#include <immintrin.h>
+#define MP_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define MP_GEMM_CPU_RELAX() _mm_pause()
+#else
+#define MP_GEMM_X86 0
+#define MP_GEMM_CPU_RELAX() ((void)0)
+#endif
+
+namespace mp {
+namespace {
+
+// Register tile: 6x16 floats = 12 ymm accumulators, plus 2 for B and 1 for the broadcast A
+// value, out of 16. Two FMA pipes with 4-cycle latency need >= 8 independent chains.
+constexpr int kMR = 6;
+constexpr int kNR = 16;
+// Cache blocks for Zen3 (32 KiB L1d, 512 KiB L2 per core, 32 MiB shared L3): a KCxNR B panel
+// (16 KiB) lives in L1, an MCxKC A block (144 KiB) in L2, a KCxNC B block (4 MiB) in L3.
+constexpr int64_t kMC = 144;
+constexpr int64_t kKC = 256;
+constexpr int64_t kNC = 4080;
+// Below this many multiply-adds a second thread costs more to wake than it saves.
+constexpr int64_t kMinWorkPerThread = int64_t(1) << 17;
+// Caps the FP32 partial-sum workspace (only used when out is not F32, or C aliases an F32 out);
+// beyond it the column block shrinks instead.
+constexpr size_t kMaxWorkspaceBytes = size_t(64) << 20;
+constexpr size_t kKeepWorkspaceBytes = size_t(16) << 20;
+
+int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t roundUp(int64_t a, int64_t b) { return ceilDiv(a, b) * b; }
+
+// Splits `total` into ceil(total / maxBlock) near-equal blocks rounded up to `unit`, so e.g.
+// K = 300 gives 152 + 148 rather than 256 + 44 (a short last block wastes a pass over C).
+int64_t balancedBlock(int64_t total, int64_t maxBlock, int64_t unit) {
+  const int64_t blocks = ceilDiv(total, maxBlock);
+  return std::min(maxBlock, roundUp(ceilDiv(total, blocks), unit));
+}
+
+// 64-byte aligned, grown on demand and reused across calls, so steady-state training does not
+// allocate in the GEMM.
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  ~AlignedBuffer() { release(); }
+
+  float* reserve(size_t floats) {
+    if (floats > capacity_) {
+      release();
+      const size_t bytes = roundUp((int64_t)std::max<size_t>(floats, 1) * sizeof(float), 64);
+      data_ = static_cast<float*>(::operator new(bytes, std::align_val_t(64), std::nothrow));
+      if (!data_) fail("E_OOM", "CPU GEMM: cannot allocate " + std::to_string(bytes) +
+                                    " bytes of packing buffer");
+      capacity_ = floats;
+    }
+    return data_;
+  }
+  void releaseIfLargerThan(size_t bytes) {
+    if (capacity_ * sizeof(float) > bytes) release();
+  }
+
+ private:
+  void release() {
+    if (data_) ::operator delete(data_, std::align_val_t(64));
+    data_ = nullptr;
+    capacity_ = 0;
+  }
+  float* data_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+// A matrix operand read as elements (p, k): p indexes rows of op(A) or columns of op(B), k the
+// shared dimension. The storage order decides which packing loop applies.
+struct Operand {
+  const void* data;
+  DType type;
+  int64_t pStride, kStride;  // element (p, k) is at p * pStride + k * kStride
+};
+
+Operand operandA(const GemmArgs& g) {
+  return g.transA ? Operand{g.A, g.aType, 1, g.M} : Operand{g.A, g.aType, g.K, 1};
+}
+Operand operandB(const GemmArgs& g) {
+  return g.transB ? Operand{g.B, g.bType, g.K, 1} : Operand{g.B, g.bType, 1, g.N};
+}
+
+struct Epilogue {
+  float alpha, beta;
+  const void* C; DType cType;
+  const void* bias; DType biasType;
+  Act act;
+  void* out; DType outType;
+  int64_t N;  // row stride of C and out
+  bool identity;  // alpha 1, no C, no bias, no activation, FP32 out: sums are the result
+};
+
+// One thread's share of one (jc, pc) block, for one MC row block.
+struct TileJob {
+  int64_t kc;
+  bool firstK, lastK;
+  const float* packedA;  // panels for rows [rowBegin, rowEnd)
+  const float* packedB;  // panels for block columns [colOrigin, colOrigin + nc)
+  int64_t rowBegin, rowEnd, colBegin, colEnd, colOrigin;
+  float* partial;        // FP32 raw sums for block column colOrigin (null if K fits one block)
+  int64_t ldPartial;
+  const Epilogue* epilogue;
+};
+
+// ----------------------------------------------------------------------------------------------
+// Scalar path: portable, also the reference for the vector path's semantics.
+
+void epilogueRowScalar(const Epilogue& e, const float* sums, int64_t m, int64_t n, int count) {
+  const size_t base = (size_t)(m * e.N + n);
+  for (int j = 0; j < count; ++j) {
+    float v = e.alpha * sums[j];
+    if (e.beta != 0.0f) v += e.beta * load_f32(e.C, e.cType, base + j);  // C read before out
+    if (e.bias) v += load_f32(e.bias, e.biasType, (size_t)(n + j));
+    store_f32(e.out, e.outType, base + j, apply_act(e.act, v));
+  }
+}
+
+// Zero-pads the panel beyond `valid` rows so edge tiles can run the full-size micro-kernel.
+void packPanelScalar(const Operand& op, int64_t p0, int valid, int64_t k0, int64_t kc, int width,
+                     float* out) {
+  for (int64_t k = 0; k < kc; ++k) {
+    float* dst = out + k * width;
+    const int64_t kOffset = (k0 + k) * op.kStride;
+    for (int p = 0; p < width; ++p)
+      dst[p] = p < valid ? load_f32(op.data, op.type, (size_t)(kOffset + (p0 + p) * op.pStride))
+                         : 0.0f;
+  }
+}
+
+void packPanelsScalar(const Operand& op, int64_t p0, int64_t count, int64_t k0, int64_t kc,
+                      int width, float* out) {
+  for (int64_t p = 0; p < count; p += width, out += width * kc)
+    packPanelScalar(op, p0 + p, (int)std::min<int64_t>(width, count - p), k0, kc, width, out);
+}
+
+void microKernelScalar(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                       bool accumulate) {
+  float acc[kMR][kNR] = {};
+  for (int64_t k = 0; k < kc; ++k, a += kMR, b += kNR)
+    for (int i = 0; i < kMR; ++i)
+      for (int j = 0; j < kNR; ++j) acc[i][j] += a[i] * b[j];
+  for (int i = 0; i < kMR; ++i)
+    for (int j = 0; j < kNR; ++j) c[i * ldc + j] = accumulate ? c[i * ldc + j] + acc[i][j] : acc[i][j];
+}
+
+struct ScalarIsa {
+  static void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool acc) {
+    microKernelScalar(kc, a, b, c, ldc, acc);
+  }
+  static void epilogueRow(const Epilogue& e, const float* sums, int64_t m, int64_t n, int count) {
+    epilogueRowScalar(e, sums, m, n, count);
+  }
+};
+
+// ----------------------------------------------------------------------------------------------
+// AVX2 + FMA + F16C path.
+#if MP_GEMM_X86
+
+// F16C widening is exact and BF16 widening is a shift, so these match load_f32 bit for bit.
+MP_TARGET_AVX2 inline __m256 load8(const void* base, DType t, size_t index) {
+  switch (t) {
+    case DType::F16:
+      return _mm256_cvtph_ps(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + index)));
+    case DType::BF16: {
+      const __m128i h =
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + index));
+      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    default:
+      return _mm256_loadu_ps(static_cast<const float*>(base) + index);
+  }
+}
+
+// Same bits as f32_to_bf16_bits: round half to even by integer add, NaN quieted.
+MP_TARGET_AVX2 inline __m128i floatsToBf16(__m256 v) {
+  const __m256i x = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(1));
+  const __m256i rounded =
+      _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(x, _mm256_set1_epi32(0x7fff)), lsb), 16);
+  const __m256i quietNan = _mm256_or_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(0x40));
+  const __m256i isNan = _mm256_cmpgt_epi32(_mm256_and_si256(x, _mm256_set1_epi32(0x7fffffff)),
+                                           _mm256_set1_epi32(0x7f800000));
+  const __m256i halves = _mm256_blendv_epi8(rounded, quietNan, isNan);
+  // packus works within 128-bit lanes; gather the two lanes' low halves into one register.
+  const __m256i packed = _mm256_packus_epi32(halves, halves);
+  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(packed, 0x08));
+}
+
+// F16C with round-to-nearest-even gives the same bits as f32_to_f16_bits (tested).
+MP_TARGET_AVX2 inline void store8(void* base, DType t, size_t index, __m256 v) {
+  switch (t) {
+    case DType::F16:
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(base) + index),
+                       _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      break;
+    case DType::BF16:
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(base) + index),
+                       floatsToBf16(v));
+      break;
+    default:
+      _mm256_storeu_ps(static_cast<float*>(base) + index, v);
+  }
+}
+
+MP_TARGET_AVX2 inline __m256 applyActAvx2(Act act, __m256 v) {
+  // max(0, v) returns its second operand for NaN and for -0, exactly like `v < 0 ? 0 : v`.
+  if (act == Act::Relu) return _mm256_max_ps(_mm256_setzero_ps(), v);
+  if (act == Act::Gelu) {  // erff has no exact vector twin: keep the one shared definition
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, v);
+    for (float& x : lanes) x = gelu(x);
+    return _mm256_load_ps(lanes);
+  }
+  return v;
+}
+
+MP_TARGET_AVX2 void epilogueRowAvx2(const Epilogue& e, const float* sums, int64_t m, int64_t n,
+                                    int count) {
+  const size_t base = (size_t)(m * e.N + n);
+  const __m256 alpha = _mm256_set1_ps(e.alpha), beta = _mm256_set1_ps(e.beta);
+  int j = 0;
+  for (; j + 8 <= count; j += 8) {
+    __m256 v = _mm256_mul_ps(alpha, _mm256_loadu_ps(sums + j));
+    if (e.beta != 0.0f) v = _mm256_add_ps(v, _mm256_mul_ps(beta, load8(e.C, e.cType, base + j)));
+    if (e.bias) v = _mm256_add_ps(v, load8(e.bias, e.biasType, (size_t)(n + j)));
+    store8(e.out, e.outType, base + j, applyActAvx2(e.act, v));
+  }
+  if (j < count) epilogueRowScalar(e, sums + j, m, n + j, count - j);
+}
+
+MP_TARGET_AVX2 inline void transpose8x8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+MP_TARGET_AVX2 inline void storeFirst6(float* dst, __m256 v) {
+  _mm_storeu_ps(dst, _mm256_castps256_ps128(v));
+  _mm_storel_pi(reinterpret_cast<__m64*>(dst + 4), _mm256_extractf128_ps(v, 1));
+}
+
+// Storage is contiguous along k (A not transposed, B transposed): read 8 k-values from each of
+// 8 p-rows and transpose in registers, instead of a strided gather per element.
+template <int W>
+MP_TARGET_AVX2 void packPanelAlongKAvx2(const Operand& op, int64_t p0, int valid, int64_t k0,
+                                        int64_t kc, float* out) {
+  int64_t k = 0;
+  for (; k + 8 <= kc; k += 8) {
+    for (int g = 0; g < W; g += 8) {
+      __m256 rows[8];
+      for (int t = 0; t < 8; ++t) {
+        const int p = g + t;
+        rows[t] = p < valid && p < W
+                      ? load8(op.data, op.type, (size_t)((p0 + p) * op.pStride + k0 + k))
+                      : _mm256_setzero_ps();
+      }
+      transpose8x8(rows);
+      for (int t = 0; t < 8; ++t) {
+        float* dst = out + (k + t) * W + g;
+        if (W - g >= 8) _mm256_storeu_ps(dst, rows[t]);
+        else storeFirst6(dst, rows[t]);
+      }
+    }
+  }
+  if (k < kc) packPanelScalar(op, p0, valid, k0 + k, kc - k, W, out + k * W);
+}
+
+// Storage is contiguous along p (A transposed, B not): each k is a run of consecutive values
+// across all the panels. Walking k in the outer loop reads every stored row segment once,
+// front to back, instead of one 64-byte piece per row and panel (a TLB and prefetcher miss each).
+template <int W>
+MP_TARGET_AVX2 void packPanelsAlongPAvx2(const Operand& op, int64_t p0, int64_t count,
+                                         int64_t k0, int64_t kc, float* out) {
+  const int64_t rowLength = op.kStride;  // the stored row holds all p for one k
+  const int64_t readWidth = roundUp(W, 8);
+  // Full panels whose 8-wide loads stay inside the stored row; the rest go through scalar code.
+  const int64_t fitting = rowLength - p0 >= readWidth ? (rowLength - p0 - readWidth) / W + 1 : 0;
+  const int64_t vectorPanels = std::min(count / W, fitting);
+  for (int64_t k = 0; k < kc; ++k) {
+    const size_t src = (size_t)((k0 + k) * op.kStride + p0);
+    for (int64_t q = 0; q < vectorPanels; ++q) {
+      float* dst = out + q * W * kc + k * W;
+      if (W == 16) {
+        _mm256_store_ps(dst, load8(op.data, op.type, src + q * W));
+        _mm256_store_ps(dst + 8, load8(op.data, op.type, src + q * W + 8));
+      } else {
+        storeFirst6(dst, load8(op.data, op.type, src + q * W));
+      }
+    }
+  }
+  for (int64_t p = vectorPanels * W; p < count; p += W)
+    packPanelScalar(op, p0 + p, (int)std::min<int64_t>(W, count - p), k0, kc, W, out + p * kc);
+}
+
+template <int W>
+MP_TARGET_AVX2 void packPanelsAvx2W(const Operand& op, int64_t p0, int64_t count, int64_t k0,
+                                    int64_t kc, float* out) {
+  if (op.kStride != 1) return packPanelsAlongPAvx2<W>(op, p0, count, k0, kc, out);
+  for (int64_t p = 0; p < count; p += W)
+    packPanelAlongKAvx2<W>(op, p0 + p, (int)std::min<int64_t>(W, count - p), k0, kc, out + p * kc);
+}
+
+void packPanelsAvx2(const Operand& op, int64_t p0, int64_t count, int64_t k0, int64_t kc,
+                    int width, float* out) {
+  if (width == kMR) packPanelsAvx2W<kMR>(op, p0, count, k0, kc, out);
+  else packPanelsAvx2W<kNR>(op, p0, count, k0, kc, out);
+}
+
+// a: kc x 6 panel, b: kc x 16 panel (64-byte aligned). The 12 accumulators stay in registers for
+// the whole k loop; each k step is 2 B loads, 6 broadcasts and 12 FMAs.
+MP_TARGET_AVX2 void microKernelAvx2(int64_t kc, const float* __restrict a,
+                                    const float* __restrict b, float* c, int64_t ldc,
+                                    bool accumulate) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+  __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+  __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+  __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+  for (int i = 0; i < kMR; ++i) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + kNR - 1), _MM_HINT_T0);
+  }
+
+#define MP_GEMM_K_STEP(off)                                                    \
+  {                                                                           \
+    const __m256 b0 = _mm256_load_ps(b + (off) * kNR);                         \
+    const __m256 b1 = _mm256_load_ps(b + (off) * kNR + 8);                     \
+    __m256 ai = _mm256_broadcast_ss(a + (off) * kMR + 0);                      \
+    c00 = _mm256_fmadd_ps(ai, b0, c00); c01 = _mm256_fmadd_ps(ai, b1, c01);    \
+    ai = _mm256_broadcast_ss(a + (off) * kMR + 1);                             \
+    c10 = _mm256_fmadd_ps(ai, b0, c10); c11 = _mm256_fmadd_ps(ai, b1, c11);    \
+    ai = _mm256_broadcast_ss(a + (off) * kMR + 2);                             \
+    c20 = _mm256_fmadd_ps(ai, b0, c20); c21 = _mm256_fmadd_ps(ai, b1, c21);    \
+    ai = _mm256_broadcast_ss(a + (off) * kMR + 3);                             \
+    c30 = _mm256_fmadd_ps(ai, b0, c30); c31 = _mm256_fmadd_ps(ai, b1, c31);    \
+    ai = _mm256_broadcast_ss(a + (off) * kMR + 4);                             \
+    c40 = _mm256_fmadd_ps(ai, b0, c40); c41 = _mm256_fmadd_ps(ai, b1, c41);    \
+    ai = _mm256_broadcast_ss(a + (off) * kMR + 5);                             \
+    c50 = _mm256_fmadd_ps(ai, b0, c50); c51 = _mm256_fmadd_ps(ai, b1, c51);    \
+  }
+
+  int64_t k = 0;
+  for (; k + 4 <= kc; k += 4, a += 4 * kMR, b += 4 * kNR) {
+    _mm_prefetch(reinterpret_cast<const char*>(a + 4 * 4 * kMR), _MM_HINT_T0);
+    MP_GEMM_K_STEP(0)
+    MP_GEMM_K_STEP(1)
+    MP_GEMM_K_STEP(2)
+    MP_GEMM_K_STEP(3)
+  }
+  for (; k < kc; ++k, a += kMR, b += kNR) MP_GEMM_K_STEP(0)
+#undef MP_GEMM_K_STEP
+
+  const __m256 acc[kMR][2] = {{c00, c01}, {c10, c11}, {c20, c21},
+                              {c30, c31}, {c40, c41}, {c50, c51}};
+  for (int i = 0; i < kMR; ++i) {
+    float* row = c + i * ldc;
+    if (accumulate) {
+      _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), acc[i][0]));
+      _mm256_storeu_ps(row + 8, _mm256_add_ps(_mm256_loadu_ps(row + 8), acc[i][1]));
+    } else {
+      _mm256_storeu_ps(row, acc[i][0]);
+      _mm256_storeu_ps(row + 8, acc[i][1]);
+    }
+  }
+}
+
+struct Avx2Isa {
+  static void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool acc) {
+    microKernelAvx2(kc, a, b, c, ldc, acc);
+  }
+  static void epilogueRow(const Epilogue& e, const float* sums, int64_t m, int64_t n, int count) {
+    epilogueRowAvx2(e, sums, m, n, count);
+  }
+};
+
+#endif  // MP_GEMM_X86
+
+// ----------------------------------------------------------------------------------------------
+// Macro-kernel: the jr / ir loops over one packed A block and the thread's part of a packed B
+// block. Edge tiles run the full micro-kernel on zero-padded panels into a local tile and copy
+// out only the valid part.
+
+template <class Isa>
+void runTile(const TileJob& job, const float* aPanel, const float* bPanel, int64_t row,
+             int64_t col, int mr, int nr) {
+  const Epilogue& e = *job.epilogue;
+  // Full tiles write their raw sums straight to the FP32 partial sums, or to out when there is
+  // nothing to apply; edge tiles go through a local tile so padding never touches memory.
+  float* direct = nullptr;
+  int64_t ldDirect = 0;
+  if (job.partial) {
+    direct = job.partial + row * job.ldPartial + (col - job.colOrigin);
+    ldDirect = job.ldPartial;
+  } else if (e.identity) {
+    direct = static_cast<float*>(e.out) + row * e.N + col;
+    ldDirect = e.N;
+  }
+  const bool accumulate = job.partial && !job.firstK;
+
+  if (direct && mr == kMR && nr == kNR) {
+    Isa::micro(job.kc, aPanel, bPanel, direct, ldDirect, accumulate);
+    if (!job.lastK || e.identity) return;  // identity: partial sums live in out, already final
+    for (int i = 0; i < mr; ++i) Isa::epilogueRow(e, direct + i * ldDirect, row + i, col, nr);
+    return;
+  }
+
+  alignas(64) float local[kMR * kNR];
+  Isa::micro(job.kc, aPanel, bPanel, local, kNR, false);
+  if (accumulate)
+    for (int i = 0; i < mr; ++i)
+      for (int j = 0; j < nr; ++j) local[i * kNR + j] += direct[i * ldDirect + j];
+  if (!job.lastK) {
+    for (int i = 0; i < mr; ++i) memcpy(direct + i * ldDirect, local + i * kNR, nr * sizeof(float));
+    return;
+  }
+  for (int i = 0; i < mr; ++i) Isa::epilogueRow(e, local + i * kNR, row + i, col, nr);
+}
+
+template <class Isa>
+void macroKernel(const TileJob& job) {
+  for (int64_t col = job.colBegin; col < job.colEnd; col += kNR) {
+    const float* bPanel = job.packedB + (col - job.colOrigin) * job.kc;
+    const int nr = (int)std::min<int64_t>(kNR, job.colEnd - col);
+    for (int64_t row = job.rowBegin; row < job.rowEnd; row += kMR) {
+      const float* aPanel = job.packedA + (row - job.rowBegin) * job.kc;
+      const int mr = (int)std::min<int64_t>(kMR, job.rowEnd - row);
+      runTile<Isa>(job, aPanel, bPanel, row, col, mr, nr);
+    }
+  }
+}
+
+struct Kernels {
+  const char* name;
+  void (*packPanels)(const Operand&, int64_t p0, int64_t count, int64_t k0, int64_t kc, int width,
+                     float* out);
+  void (*macroKernel)(const TileJob&);
+};
+
+const Kernels kScalarKernels = {"scalar", packPanelsScalar, macroKernel<ScalarIsa>};
+#if MP_GEMM_X86
+const Kernels kAvx2Kernels = {"avx2+fma+f16c", packPanelsAvx2, macroKernel<Avx2Isa>};
+#endif
+
+// ----------------------------------------------------------------------------------------------
+// Dispatch.
+
+std::atomic<bool> gForceScalar{false};
+
+bool cpuHasAvx2FmaF16c() {
+#if MP_GEMM_X86
+  static const bool has = [] {
+    __builtin_cpu_init();
+    // libgcc / compiler-rt also check that the OS saves YMM state before reporting AVX2.
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
+const Kernels& activeKernels() {
+#if MP_GEMM_X86
+  if (!gForceScalar.load(std::memory_order_relaxed) && cpuHasAvx2FmaF16c()) return kAvx2Kernels;
+#endif
+  return kScalarKernels;
+}
+
+// ----------------------------------------------------------------------------------------------
+// Driver.
+
+// How one column block's work is cut into rowItems x colItems rectangles that threads claim
+// dynamically: if another process takes a core for a while, the other threads pick up its share
+// instead of waiting for a fixed half. Items are near-equal in whole micro-tiles.
+struct WorkPlan {
+  int64_t rowItems, colItems;
+  int64_t maxItemRows;
+  int64_t items() const { return rowItems * colItems; }
+};
+
+WorkPlan makePlan(int64_t M, int64_t nc, int64_t wantRowItems, int64_t wantColItems) {
+  const int64_t mUnits = ceilDiv(M, kMR), nUnits = ceilDiv(nc, kNR);
+  WorkPlan p;
+  p.rowItems = std::max<int64_t>(1, std::min(wantRowItems, mUnits));
+  p.colItems = std::max<int64_t>(1, std::min(wantColItems, nUnits));
+  p.maxItemRows = ceilDiv(mUnits, p.rowItems) * kMR;
+  return p;
+}
+
+// Splitting rows shares one packed B block between threads; splitting columns (for few rows)
+// makes each thread pack the same A rows. Pick the one that finishes first by a tile-count
+// estimate, where packing MR rows of A costs about a quarter of a micro-tile.
+WorkPlan planBlock(int64_t M, int64_t nc, int threads) {
+  const int64_t minRowItems = ceilDiv(M, kMC);  // an A block must fit in L2
+  auto finishTime = [&](const WorkPlan& p) {
+    const int64_t rowUnits = ceilDiv(ceilDiv(M, kMR), p.rowItems);
+    const int64_t colUnits = ceilDiv(ceilDiv(nc, kNR), p.colItems);
+    return ceilDiv(p.items(), threads) * rowUnits * (4 * colUnits + 1);
+  };
+  const WorkPlan splitRows = makePlan(M, nc, roundUp(minRowItems, threads), 1);
+  const WorkPlan splitCols = makePlan(M, nc, minRowItems, threads);
+  return finishTime(splitCols) < finishTime(splitRows) ? splitCols : splitRows;
+}
+
+int chooseThreadCount(const GemmArgs& g) {
+  const double work = (double)g.M * (double)g.N * (double)g.K;
+  const int64_t byWork = (int64_t)std::min<double>(work / (double)kMinWorkPerThread, 1 << 20);
+  const int64_t tiles = ceilDiv(g.M, kMR) * ceilDiv(g.N, kNR);
+  return (int)std::max<int64_t>(1, std::min<int64_t>({(int64_t)numThreads(), byWork, tiles}));
+}
+
+// Part `index` of `parts` near-equal parts of [0, total), cut at multiples of `unit`.
+void splitRange(int64_t total, int64_t unit, int64_t parts, int64_t index, int64_t& begin,
+                int64_t& end) {
+  const int64_t units = ceilDiv(total, unit);
+  begin = std::min(total, units * index / parts * unit);
+  end = std::min(total, units * (index + 1) / parts * unit);
+}
+
+bool rangesOverlap(const void* a, size_t aBytes, const void* b, size_t bBytes) {
+  const uintptr_t a0 = (uintptr_t)a, b0 = (uintptr_t)b;
+  return a0 < b0 + bBytes && b0 < a0 + aBytes;
+}
+
+void waitUntilAtLeast(const std::atomic<int64_t>& counter, int64_t target) {
+  for (uint32_t spins = 0; counter.load(std::memory_order_acquire) < target; ++spins) {
+    if (spins < 4096) MP_GEMM_CPU_RELAX();
+    else std::this_thread::yield();  // the packer was preempted: let it run
+  }
+}
+
+thread_local AlignedBuffer tlsPackedA;
+thread_local AlignedBuffer tlsPackedB;
+thread_local AlignedBuffer tlsPartialSums;
+thread_local AlignedBuffer tlsCopyOfC;
+
+// B panels per claim when threads share the packing of a B block.
+constexpr int64_t kPanelsPerPackChunk = 4;
+
+// Everything about one GEMM call that stays fixed across its (jc, pc) blocks.
+struct GemmPlan {
+  const Kernels* kernels;
+  Operand a, b;
+  Epilogue epilogue;
+  int64_t M, N, K, kc, ncBlock;
+  bool multiK, partialInOut;
+  float* workspace;  // FP32 partial sums when they cannot live in out
+  float* packedB;
+  int threads;
+};
+
+// One (jc, pc) block: the threads first share packing B (claiming chunks of panels), wait until
+// all of it is packed, then claim row x column items. Waiting on a count of packed chunks rather
+// than on a barrier of threads keeps this correct when parallelFor runs it on fewer threads.
+void runBlock(const GemmPlan& plan, int64_t jc, int64_t nc, int64_t pc, const WorkPlan& work) {
+  const int64_t kc = std::min(plan.kc, plan.K - pc);
+  const int64_t panels = ceilDiv(nc, kNR);
+  const int64_t packChunks = ceilDiv(panels, kPanelsPerPackChunk);
+  std::atomic<int64_t> nextPackChunk{0}, packedChunks{0}, nextItem{0};
+
+  TileJob base{};
+  base.kc = kc;
+  base.firstK = pc == 0;
+  base.lastK = pc + kc == plan.K;
+  base.packedB = plan.packedB;
+  base.colOrigin = jc;
+  if (plan.multiK) {
+    base.partial = plan.partialInOut ? static_cast<float*>(plan.epilogue.out) + jc : plan.workspace;
+    base.ldPartial = plan.partialInOut ? plan.N : plan.ncBlock;
+  }
+  base.epilogue = &plan.epilogue;
+
+  auto doShare = [&](int64_t, int64_t) {
+    float* packedA = tlsPackedA.reserve((size_t)(work.maxItemRows * kc));  // may throw E_OOM
+    for (int64_t chunk; (chunk = nextPackChunk.fetch_add(1)) < packChunks;) {
+      const int64_t col0 = chunk * kPanelsPerPackChunk * kNR;
+      const int64_t cols = std::min(col0 + kPanelsPerPackChunk * kNR, nc) - col0;
+      plan.kernels->packPanels(plan.b, jc + col0, cols, pc, kc, kNR, plan.packedB + col0 * kc);
+      packedChunks.fetch_add(1, std::memory_order_release);
+    }
+    waitUntilAtLeast(packedChunks, packChunks);
+
+    int64_t packedRowItem = -1;  // consecutive items of the same rows reuse the packed A
+    for (int64_t item; (item = nextItem.fetch_add(1)) < work.items();) {
+      const int64_t rowItem = item / work.colItems, colItem = item % work.colItems;
+      TileJob job = base;
+      splitRange(plan.M, kMR, work.rowItems, rowItem, job.rowBegin, job.rowEnd);
+      splitRange(nc, kNR, work.colItems, colItem, job.colBegin, job.colEnd);
+      job.colBegin += jc;
+      job.colEnd += jc;
+      if (rowItem != packedRowItem) {
+        plan.kernels->packPanels(plan.a, job.rowBegin, job.rowEnd - job.rowBegin, pc, kc, kMR,
+                                 packedA);
+        packedRowItem = rowItem;
+      }
+      job.packedA = packedA;
+      plan.kernels->macroKernel(job);
+    }
+  };
+  if (plan.threads > 1) parallelFor(plan.threads, doShare);
+  else doShare(0, 1);
+}
+
+void runGemm(const Kernels& kernels, const GemmArgs& g) {
+  GemmPlan plan{};
+  plan.kernels = &kernels;
+  plan.M = g.M;
+  plan.N = g.N;
+  plan.K = g.K;
+  plan.a = operandA(g);
+  plan.b = operandB(g);
+  plan.epilogue = {g.alpha, g.beta, g.C, g.cType, g.bias, g.biasType, g.act, g.out, g.outType, g.N,
+                   g.alpha == 1.0f && g.beta == 0.0f && !g.bias && g.act == Act::None &&
+                       g.outType == DType::F32};
+
+  const size_t mn = (size_t)g.M * (size_t)g.N;
+  const bool cOverlapsOut = g.beta != 0.0f && rangesOverlap(g.C, mn * dtype_size(g.cType), g.out,
+                                                            mn * dtype_size(g.outType));
+  // Element-wise read-then-write is only safe when C and out are the very same array.
+  if (cOverlapsOut && !(g.C == g.out && g.cType == g.outType)) {
+    float* copy = tlsCopyOfC.reserve(ceilDiv((int64_t)(mn * dtype_size(g.cType)), sizeof(float)));
+    memcpy(copy, g.C, mn * dtype_size(g.cType));
+    plan.epilogue.C = copy;
+  }
+
+  plan.kc = balancedBlock(g.K, kKC, 1);
+  plan.multiK = plan.kc < g.K;
+  // Partial sums of the earlier K blocks go straight into out when it is FP32, unless that
+  // would overwrite C (same array) before the epilogue reads it.
+  plan.partialInOut = plan.multiK && g.outType == DType::F32 && !cOverlapsOut;
+  const bool partialInWorkspace = plan.multiK && !plan.partialInOut;
+  int64_t ncMax = kNC;
+  if (partialInWorkspace) {
+    const int64_t budgetCols = (int64_t)(kMaxWorkspaceBytes / sizeof(float)) / g.M / kNR * kNR;
+    ncMax = std::max<int64_t>(kNR, std::min(ncMax, budgetCols));
+  }
+  plan.ncBlock = balancedBlock(g.N, ncMax, kNR);
+  plan.workspace = partialInWorkspace ? tlsPartialSums.reserve((size_t)(g.M * plan.ncBlock)) : nullptr;
+  plan.packedB = tlsPackedB.reserve((size_t)(roundUp(plan.ncBlock, kNR) * plan.kc));
+  plan.threads = chooseThreadCount(g);
+
+  for (int64_t jc = 0; jc < g.N; jc += plan.ncBlock) {
+    const int64_t nc = std::min(plan.ncBlock, g.N - jc);
+    const WorkPlan work = planBlock(g.M, nc, plan.threads);
+    for (int64_t pc = 0; pc < g.K; pc += plan.kc) runBlock(plan, jc, nc, pc, work);
+  }
+  tlsPartialSums.releaseIfLargerThan(kKeepWorkspaceBytes);
+  tlsCopyOfC.releaseIfLargerThan(kKeepWorkspaceBytes);
+}
+
+}  // namespace
+
+std::string cpuFeatures() { return activeKernels().name; }
+
+void setCpuGemmIsa(const std::string& isa) {
+  if (isa == "auto") gForceScalar.store(false);
+  else if (isa == "scalar") gForceScalar.store(true);
+  else fail("E_ARG", "setCpuGemmIsa: unknown ISA '" + isa + "' (expected 'auto' or 'scalar')");
+}
+
+void cpuGemm(const GemmArgs& args) {
+  try {
+    runGemm(activeKernels(), args);
+  } catch (const std::bad_alloc&) {
+    fail("E_OOM", "CPU GEMM: out of memory");
+  }
+}
+
+}  // namespace mp

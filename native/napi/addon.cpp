@@ -1,0 +1,302 @@
+// Thin N-API entry: argument unpacking, handle checks, error translation. No math here; it calls
+// the backend interface (native/core/backend.h) and the shared conversion header.
+//
+// A storage handle is an External (type-tagged) owning one backend allocation. dispose() frees
+// it at once; the External's finalizer frees it on GC if the user never disposed it.
+#include <napi.h>
+
+#include <string>
+#include <vector>
+
+#include "../cpu/cpu_backend.h"
+#include "common.h"
+
+namespace {
+
+using namespace mpnapi;
+
+Napi::Object infoToJs(Napi::Env env, const mp::BackendInfo& b) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("name", b.name);
+  o.Set("compiled", b.compiled);
+  o.Set("available", b.available);
+  if (!b.reason.empty()) o.Set("reason", b.reason);
+  if (!b.features.empty()) o.Set("features", b.features);
+  if (b.hasDevice) {
+    Napi::Object d = Napi::Object::New(env);
+    d.Set("name", b.device.name);
+    d.Set("computeCapability", std::to_string(b.device.ccMajor) + "." + std::to_string(b.device.ccMinor));
+    d.Set("totalMemory", static_cast<double>(b.device.totalMemory));
+    d.Set("freeMemory", static_cast<double>(b.device.freeMemory));
+    d.Set("multiprocessors", b.device.multiprocessors);
+    o.Set("device", d);
+  }
+  return o;
+}
+
+Napi::Value Backends(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    auto infos = mp::backendInfos();
+    Napi::Array arr = Napi::Array::New(info.Env(), infos.size());
+    for (size_t i = 0; i < infos.size(); ++i) arr.Set(static_cast<uint32_t>(i), infoToJs(info.Env(), infos[i]));
+    return arr;
+  });
+}
+
+// alloc(device: string, bytes: number) -> handle
+Napi::Value Alloc(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    if (!info[0].IsString()) mp::fail("E_ARG", "device must be a string");
+    Backend* be = mp::getBackend(info[0].As<Napi::String>().Utf8Value());
+    size_t bytes = sizeArg(info, 1, "bytes");
+    auto* s = new Storage{be, nullptr, bytes};
+    try {
+      s->ptr = be->alloc(bytes);
+    } catch (...) {
+      delete s;
+      throw;
+    }
+    Napi::MemoryManagement::AdjustExternalMemory(info.Env(), static_cast<int64_t>(bytes));
+    auto ext = Napi::External<Storage>::New(info.Env(), s, [](Napi::Env env, Storage* st) {
+      try { releaseStorage(env, st); } catch (...) {}  // a finalizer must not throw
+      delete st;
+    });
+    ext.TypeTag(&kStorageTag);
+    return ext;
+  });
+}
+
+// release(handle): idempotent.
+Napi::Value Release(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    releaseStorage(info.Env(), storageArg(info, 0, true));
+    return info.Env().Undefined();
+  });
+}
+
+// upload(handle, values: Float32Array, dtype, offset = 0): converts with RNE on the host, then
+// copies in at element `offset`.
+Napi::Value Upload(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Storage* s = storageArg(info, 0);
+    auto src = typedArrayArg<Napi::Float32Array>(info, 1, napi_float32_array, "values must be a Float32Array");
+    DType t = dtypeArg(info, 2);
+    size_t offset = info.Length() > 3 && !info[3].IsUndefined() ? sizeArg(info, 3, "offset") : 0;
+    size_t n = src.ElementLength();
+    requireBytes(s, offset + n, t, "upload");
+    char* dst = static_cast<char*>(s->ptr) + offset * mp::dtype_size(t);
+    if (t == DType::F32) {
+      s->backend->copyIn(dst, src.Data(), n * 4);
+    } else {
+      std::vector<uint16_t> tmp(n);
+      for (size_t i = 0; i < n; ++i) mp::store_f32(tmp.data(), t, i, src[i]);
+      s->backend->copyIn(dst, tmp.data(), n * 2);
+    }
+    return info.Env().Undefined();
+  });
+}
+
+// writeBytes(handle, bytes: Uint8Array): raw copy (e.g. FP16 bit patterns, or poison).
+Napi::Value WriteBytes(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Storage* s = storageArg(info, 0);
+    auto src = typedArrayArg<Napi::Uint8Array>(info, 1, napi_uint8_array, "bytes must be a Uint8Array");
+    if (src.ByteLength() > s->bytes) mp::fail("E_SHAPE", "writeBytes: more bytes than the storage holds");
+    s->backend->copyIn(s->ptr, src.Data(), src.ByteLength());
+    return info.Env().Undefined();
+  });
+}
+
+// readBytes(handle, bytes) -> Uint8Array (raw)
+Napi::Value ReadBytes(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Storage* s = storageArg(info, 0);
+    size_t bytes = sizeArg(info, 1, "bytes");
+    if (bytes > s->bytes) mp::fail("E_SHAPE", "readBytes: more bytes than the storage holds");
+    auto out = Napi::Uint8Array::New(info.Env(), bytes);
+    s->backend->copyOut(out.Data(), s->ptr, bytes);
+    return out;
+  });
+}
+
+// download(handle, dtype, n, offset = 0) -> Float32Array of elements [offset, offset + n)
+Napi::Value Download(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Storage* s = storageArg(info, 0);
+    DType t = dtypeArg(info, 1);
+    size_t n = sizeArg(info, 2, "n");
+    size_t offset = info.Length() > 3 && !info[3].IsUndefined() ? sizeArg(info, 3, "offset") : 0;
+    requireBytes(s, offset + n, t, "download");
+    const char* src = static_cast<const char*>(s->ptr) + offset * mp::dtype_size(t);
+    auto out = Napi::Float32Array::New(info.Env(), n);
+    if (t == DType::F32) {
+      s->backend->copyOut(out.Data(), src, n * 4);
+    } else {
+      std::vector<uint16_t> tmp(n);
+      s->backend->copyOut(tmp.data(), src, n * 2);
+      for (size_t i = 0; i < n; ++i) out[i] = mp::load_f32(tmp.data(), t, i);
+    }
+    return out;
+  });
+}
+
+// fill(handle, dtype, n, value)
+Napi::Value Fill(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Storage* s = storageArg(info, 0);
+    DType t = dtypeArg(info, 1);
+    size_t n = sizeArg(info, 2, "n");
+    requireBytes(s, n, t, "fill");
+    s->backend->fill(s->ptr, t, n, static_cast<float>(numberArg(info, 3, "value")));
+    return info.Env().Undefined();
+  });
+}
+
+// cast(src, srcDtype, dst, dstDtype, n)
+Napi::Value Cast(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Storage* src = storageArg(info, 0);
+    DType st = dtypeArg(info, 1);
+    Storage* dst = sameBackend(storageArg(info, 2), src->backend, "cast destination");
+    DType dt = dtypeArg(info, 3);
+    size_t n = sizeArg(info, 4, "n");
+    requireBytes(src, n, st, "cast source");
+    requireBytes(dst, n, dt, "cast destination");
+    if (src == dst) mp::fail("E_ARG", "cast: source and destination must differ");
+    src->backend->cast(src->ptr, st, dst->ptr, dt, n);
+    return info.Env().Undefined();
+  });
+}
+
+// gemm({ M, N, K, transA, transB, a, aType, b, bType, c?, cType, bias?, biasType, alpha, beta,
+//        act, out, outType }) — shapes were validated in TS; storage sizes are re-checked here
+// so a bypassed wrapper still cannot read or write out of bounds.
+Napi::Value Gemm(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    if (!info[0].IsObject()) mp::fail("E_ARG", "gemm: expected an options object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    auto num = [&](const char* k) -> double {
+      Napi::Value v = o.Get(k);
+      if (!v.IsNumber()) mp::fail("E_ARG", std::string("gemm: ") + k + " must be a number");
+      return v.As<Napi::Number>().DoubleValue();
+    };
+    auto dim = [&](const char* k) -> int64_t {
+      double d = num(k);
+      if (!(d >= 1) || d != static_cast<double>(static_cast<int64_t>(d)) || d > 2147483647.0)
+        mp::fail("E_SHAPE", std::string("gemm: ") + k + " must be an integer >= 1");
+      return static_cast<int64_t>(d);
+    };
+    auto dtype = [&](const char* k) -> DType {
+      double d = num(k);
+      if (d != 0 && d != 1 && d != 2) mp::fail("E_DTYPE", std::string("gemm: bad ") + k);
+      return static_cast<DType>(static_cast<int>(d));
+    };
+    auto handle = [&](const char* k) -> Storage* {
+      Napi::Value v = o.Get(k);
+      if (!v.IsExternal() || !v.As<Napi::Object>().CheckTypeTag(&kStorageTag))
+        mp::fail("E_ARG", std::string("gemm: ") + k + " is not a storage handle");
+      Storage* s = v.As<Napi::External<Storage>>().Data();
+      if (!s->ptr) mp::fail("E_DISPOSED", std::string("gemm: ") + k + " was disposed");
+      return s;
+    };
+    mp::GemmArgs g;
+    g.M = dim("M"); g.N = dim("N"); g.K = dim("K");
+    g.transA = o.Get("transA").ToBoolean(); g.transB = o.Get("transB").ToBoolean();
+    Storage* a = handle("a");
+    Backend* be = a->backend;
+    Storage* b = sameBackend(handle("b"), be, "b");
+    Storage* out = sameBackend(handle("out"), be, "out");
+    g.aType = dtype("aType"); g.bType = dtype("bType"); g.outType = dtype("outType");
+    const size_t M = g.M, N = g.N, K = g.K;
+    requireBytes(a, M * K, g.aType, "gemm a");
+    requireBytes(b, K * N, g.bType, "gemm b");
+    requireBytes(out, M * N, g.outType, "gemm out");
+    g.A = a->ptr; g.B = b->ptr; g.out = out->ptr;
+    g.alpha = static_cast<float>(num("alpha"));
+    g.beta = static_cast<float>(num("beta"));
+    if (g.beta != 0.0f) {
+      Storage* c = sameBackend(handle("c"), be, "c");
+      g.cType = dtype("cType");
+      requireBytes(c, M * N, g.cType, "gemm c");
+      g.C = c->ptr;
+    }
+    Napi::Value biasV = o.Get("bias");
+    if (!biasV.IsUndefined() && !biasV.IsNull()) {
+      Storage* bias = sameBackend(handle("bias"), be, "bias");
+      g.biasType = dtype("biasType");
+      requireBytes(bias, N, g.biasType, "gemm bias");
+      g.bias = bias->ptr;
+    }
+    double act = num("act");
+    if (act != 0 && act != 1 && act != 2) mp::fail("E_ARG", "gemm: bad activation code");
+    g.act = static_cast<mp::Act>(static_cast<int>(act));
+    be->gemm(g);
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value Synchronize(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    if (!info[0].IsString()) mp::fail("E_ARG", "device must be a string");
+    mp::getBackend(info[0].As<Napi::String>().Utf8Value())->synchronize();
+    return info.Env().Undefined();
+  });
+}
+
+// Host conversions with the shared RNE definition: f16FromF32 / bf16FromF32 (Float32Array ->
+// Uint16Array) and f16ToF32 / bf16ToF32 (Uint16Array -> Float32Array).
+template <uint16_t (*Conv)(float)>
+Napi::Value FromF32(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    auto src = typedArrayArg<Napi::Float32Array>(info, 0, napi_float32_array, "expected a Float32Array");
+    size_t n = src.ElementLength();
+    auto out = Napi::Uint16Array::New(info.Env(), n);
+    for (size_t i = 0; i < n; ++i) out[i] = Conv(src[i]);
+    return out;
+  });
+}
+template <float (*Conv)(uint16_t)>
+Napi::Value ToF32(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    auto src = typedArrayArg<Napi::Uint16Array>(info, 0, napi_uint16_array, "expected a Uint16Array");
+    size_t n = src.ElementLength();
+    auto out = Napi::Float32Array::New(info.Env(), n);
+    for (size_t i = 0; i < n; ++i) out[i] = Conv(src[i]);
+    return out;
+  });
+}
+
+Napi::Value SetCpuGemmIsa(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    if (!info[0].IsString()) mp::fail("E_ARG", "isa must be a string");
+    std::string isa = info[0].As<Napi::String>().Utf8Value();
+    if (isa != "auto" && isa != "scalar") mp::fail("E_ARG", "isa must be 'auto' or 'scalar'");
+    mp::setCpuGemmIsa(isa);
+    return Napi::String::New(info.Env(), mp::cpuFeatures());
+  });
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("backends", Napi::Function::New(env, Backends));
+  exports.Set("alloc", Napi::Function::New(env, Alloc));
+  exports.Set("release", Napi::Function::New(env, Release));
+  exports.Set("upload", Napi::Function::New(env, Upload));
+  exports.Set("download", Napi::Function::New(env, Download));
+  exports.Set("writeBytes", Napi::Function::New(env, WriteBytes));
+  exports.Set("readBytes", Napi::Function::New(env, ReadBytes));
+  exports.Set("fill", Napi::Function::New(env, Fill));
+  exports.Set("cast", Napi::Function::New(env, Cast));
+  exports.Set("gemm", Napi::Function::New(env, Gemm));
+  exports.Set("synchronize", Napi::Function::New(env, Synchronize));
+  exports.Set("f16FromF32", Napi::Function::New(env, FromF32<mp::f32_to_f16_bits>));
+  exports.Set("f16ToF32", Napi::Function::New(env, ToF32<mp::f16_bits_to_f32>));
+  exports.Set("bf16FromF32", Napi::Function::New(env, FromF32<mp::f32_to_bf16_bits>));
+  exports.Set("bf16ToF32", Napi::Function::New(env, ToF32<mp::bf16_bits_to_f32>));
+  exports.Set("setCpuGemmIsa", Napi::Function::New(env, SetCpuGemmIsa));
+  registerAmp(env, exports);
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(mixprec, Init)

@@ -1,0 +1,96 @@
+// Shared pieces of the N-API layer: storage handles, argument checks, error translation.
+#pragma once
+#include <napi.h>
+
+#include <string>
+
+#include "../core/backend.h"
+
+namespace mpnapi {
+
+using mp::Backend;
+using mp::DType;
+
+inline const napi_type_tag kStorageTag = {0x6d697870726563ULL, 0x73746f7261676531ULL};
+
+struct Storage {
+  Backend* backend;
+  void* ptr;
+  size_t bytes;
+};
+
+[[noreturn]] inline void throwJs(Napi::Env env, const std::string& code, const std::string& message) {
+  Napi::Error err = Napi::Error::New(env, message);
+  err.Set("code", Napi::String::New(env, code));
+  throw err;
+}
+
+// Runs f, translating native errors into JS errors with a stable `code`.
+template <typename F>
+inline Napi::Value guarded(const Napi::CallbackInfo& info, F f) {
+  try {
+    return f();
+  } catch (const mp::Error& e) {
+    throwJs(info.Env(), e.code, e.message);
+  } catch (const std::bad_alloc&) {
+    throwJs(info.Env(), "E_OOM", "out of host memory");
+  }
+}
+
+inline void releaseStorage(Napi::Env env, Storage* s) {
+  if (!s->ptr) return;
+  s->backend->release(s->ptr);
+  Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(s->bytes));
+  s->ptr = nullptr;
+}
+
+inline Storage* storageArg(const Napi::CallbackInfo& info, size_t i, bool allowReleased = false) {
+  Napi::Value v = info[i];
+  if (!v.IsExternal() || !v.As<Napi::Object>().CheckTypeTag(&kStorageTag))
+    mp::fail("E_ARG", "argument " + std::to_string(i) + " is not a mixprec storage handle");
+  Storage* s = v.As<Napi::External<Storage>>().Data();
+  if (!s->ptr && !allowReleased) mp::fail("E_DISPOSED", "tensor storage was disposed");
+  return s;
+}
+
+inline double numberArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (!info[i].IsNumber()) mp::fail("E_ARG", std::string(what) + " must be a number");
+  return info[i].As<Napi::Number>().DoubleValue();
+}
+
+inline size_t sizeArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  double d = numberArg(info, i, what);
+  if (!(d >= 0) || d != static_cast<double>(static_cast<uint64_t>(d)) || d > 9007199254740991.0)
+    mp::fail("E_ARG", std::string(what) + " must be a non-negative integer");
+  return static_cast<size_t>(d);
+}
+
+inline DType dtypeArg(const Napi::CallbackInfo& info, size_t i) {
+  double d = numberArg(info, i, "dtype");
+  if (d != 0 && d != 1 && d != 2) mp::fail("E_DTYPE", "unknown dtype code " + std::to_string(d));
+  return static_cast<DType>(static_cast<int>(d));
+}
+
+inline void requireBytes(const Storage* s, size_t n, DType t, const char* what) {
+  if (n > s->bytes / mp::dtype_size(t))
+    mp::fail("E_SHAPE", std::string(what) + ": " + std::to_string(n) + " elements do not fit in a " +
+                            std::to_string(s->bytes) + "-byte storage");
+}
+
+template <typename T>
+inline T typedArrayArg(const Napi::CallbackInfo& info, size_t i, napi_typedarray_type type, const char* what) {
+  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != type)
+    mp::fail("E_ARG", std::string(what));
+  return info[i].As<T>();
+}
+
+inline Storage* sameBackend(Storage* s, Backend* be, const char* what) {
+  if (s->backend != be) mp::fail("E_DEVICE", std::string(what) + " is on device '" + s->backend->name() +
+                                                 "', expected '" + be->name() + "'");
+  return s;
+}
+
+// Registers the mixed-precision step's functions (native/napi/amp.cpp).
+void registerAmp(Napi::Env env, Napi::Object exports);
+
+}  // namespace mpnapi

@@ -1,0 +1,232 @@
+// GradScaler: PyTorch's dynamic loss scaling (same defaults, same update rule, same misuse
+// errors), plus Megatron's hysteresis / min / max, static scaling and a pass-through mode. The
+// rule itself is native (native/shared/amp.h scaler_update): the same function runs in a fused
+// step on the device and here on the host in update().
+import type { NativeScalerConfig } from '../../binding';
+import { dtypeCode } from '../dtype';
+import { MixprecError } from '../errors';
+import { native } from '../native';
+import type { Optimizer } from '../optim';
+import { AmpStateBuffer } from './state';
+import type { ParameterStore } from './store';
+
+export interface GradScalerOptions {
+  /** false: a pass-through scaler (scale 1, never skips): plain fp32 training. Default true. */
+  enabled?: boolean;
+  /** false: static scaling (the scale never changes; overflow steps are still skipped). Default true. */
+  dynamic?: boolean;
+  initScale?: number;      // 2^16
+  growthFactor?: number;   // 2
+  backoffFactor?: number;  // 0.5
+  growthInterval?: number; // 2000
+  hysteresis?: number;     // 1 (PyTorch's behaviour): overflows tolerated before a backoff
+  minScale?: number;       // 0: none. Reaching it is counted in minScaleHits, never an error.
+  maxScale?: number;       // Infinity: none
+}
+
+export interface GradScalerStateDict {
+  version: 1;
+  options: Required<GradScalerOptions>;
+  scale: number;
+  growthTracker: number;
+  hysteresisLeft: number;
+  counters: ScalerCounters;
+}
+
+export interface ScalerCounters { steps: number; skippedSteps: number; backoffs: number; growths: number; minScaleHits: number }
+
+export interface StepResult {
+  /** The update was skipped because a gradient was inf/NaN. */
+  skipped: boolean;
+  /** Global L2 norm of the unscaled gradients (before clipping); Infinity when skipped. */
+  gradNorm: number;
+  /** The loss scale for the next backward pass. */
+  scale: number;
+}
+
+const DEFAULTS: Required<GradScalerOptions> = {
+  enabled: true, dynamic: true, initScale: 2 ** 16, growthFactor: 2, backoffFactor: 0.5,
+  growthInterval: 2000, hysteresis: 1, minScale: 0, maxScale: Infinity,
+};
+
+function checkOptions(o: GradScalerOptions, code: 'E_ARG' | 'E_STATE' = 'E_ARG'): Required<GradScalerOptions> {
+  if (typeof o !== 'object' || o === null) throw new MixprecError(code, 'GradScaler options must be an object');
+  for (const k of Object.keys(o)) if (!(k in DEFAULTS)) throw new MixprecError(code, `unknown GradScaler option '${k}'`);
+  const r = { ...DEFAULTS, ...o };
+  const bad = (msg: string) => new MixprecError(code, `GradScaler: ${msg}`);
+  if (typeof r.enabled !== 'boolean' || typeof r.dynamic !== 'boolean') throw bad('enabled and dynamic must be booleans');
+  const isNum = (x: unknown) => typeof x === 'number' && !Number.isNaN(x);
+  if (!isNum(r.initScale) || !(r.initScale > 0) || !Number.isFinite(Math.fround(r.initScale))) throw bad('initScale must be a positive finite (float32) number');
+  if (!isNum(r.growthFactor) || !(r.growthFactor > 1) || !Number.isFinite(r.growthFactor)) throw bad('growthFactor must be > 1');
+  if (!isNum(r.backoffFactor) || !(r.backoffFactor > 0 && r.backoffFactor < 1)) throw bad('backoffFactor must be in (0, 1)');
+  if (!Number.isSafeInteger(r.growthInterval) || r.growthInterval <= 0 || r.growthInterval > 2 ** 31 - 1) throw bad('growthInterval must be a positive integer');
+  if (!Number.isSafeInteger(r.hysteresis) || r.hysteresis < 1 || r.hysteresis > 2 ** 31 - 1) throw bad('hysteresis must be an integer >= 1');
+  if (!isNum(r.minScale) || r.minScale < 0 || !Number.isFinite(r.minScale)) throw bad('minScale must be a finite number >= 0');
+  if (!isNum(r.maxScale) || !(r.maxScale > 0)) throw bad('maxScale must be > 0 (Infinity: none)');
+  if (r.minScale > r.maxScale) throw bad('minScale must not exceed maxScale');
+  return r;
+}
+
+type Stage = 'unscaled' | 'stepped';
+
+export class GradScaler {
+  #options: Required<GradScalerOptions>;
+  #state = new AmpStateBuffer();
+  /** Per optimizer since the last update(): PyTorch's misuse checks. */
+  #stages = new Map<Optimizer, Stage>();
+  /** OR of found_inf over the steps since the last update(); null when none was recorded. */
+  #pendingInf: boolean | null = null;
+
+  constructor(options: GradScalerOptions = {}) {
+    this.#options = checkOptions(options);
+    this.#state.set('scale', this.#options.initScale);
+    this.#state.set('hysteresisLeft', this.#options.hysteresis);
+  }
+
+  /** A static scaler: `GradScaler.static(1024)`. */
+  static static(scale: number): GradScaler {
+    return new GradScaler({ dynamic: false, initScale: scale });
+  }
+
+  /** A GradScaler, GradScaler options, or a plain number (static scale). */
+  static from(x: GradScaler | GradScalerOptions | number): GradScaler {
+    if (x instanceof GradScaler) return x;
+    if (typeof x === 'number') return GradScaler.static(x);
+    return new GradScaler(x);
+  }
+
+  get enabled(): boolean { return this.#options.enabled; }
+  get dynamic(): boolean { return this.#options.dynamic; }
+  get options(): Readonly<Required<GradScalerOptions>> { return { ...this.#options }; }
+  /** The current loss scale (1 when disabled): multiply the loss (or its gradient) by it. */
+  get scale(): number { return this.#options.enabled ? this.#state.get('scale') : 1; }
+  get growthTracker(): number { return this.#state.get('growthTracker'); }
+  get hysteresisLeft(): number { return this.#state.get('hysteresisLeft'); }
+  get counters(): ScalerCounters {
+    const s = this.#state;
+    return { steps: s.get('steps'), skippedSteps: s.get('skippedSteps'), backoffs: s.get('backoffs'), growths: s.get('growths'), minScaleHits: s.get('minScaleHits') };
+  }
+
+  /** @internal */
+  nativeConfig(): NativeScalerConfig {
+    const o = this.#options;
+    return { growthFactor: o.growthFactor, backoffFactor: o.backoffFactor, minScale: o.minScale, maxScale: o.maxScale, growthInterval: o.growthInterval, hysteresis: o.hysteresis, dynamic: o.dynamic, enabled: o.enabled };
+  }
+
+  /**
+   * The fused pass over the store's gradients: writes g / scale as FP32 (store.unscaledGradients()),
+   * checks inf/NaN and sums squares for the norm. Returns whether an inf/NaN was found.
+   * Like PyTorch, at most once per optimizer between update()s.
+   */
+  unscale(store: ParameterStore, optimizer: Optimizer): boolean {
+    const stage = this.#stages.get(optimizer);
+    if (stage === 'unscaled') throw new MixprecError('E_STATE', 'unscale() has already been called on this optimizer since the last update()');
+    if (stage === 'stepped') throw new MixprecError('E_STATE', 'unscale() is being called after step()');
+    this.#beginStep(store, optimizer, true);
+    this.#stages.set(optimizer, 'unscaled');
+    const back = new Uint8Array(native().readBytes(store.ampState.handle(), this.#state.bytes.length));
+    return new DataView(back.buffer).getInt32(8, true) !== 0; // AmpState.foundInf
+  }
+
+  /**
+   * Unscale (unless unscale() already ran), clip to maxNorm, and apply the fused optimizer unless
+   * a gradient overflowed (then masters, moments, step count and working copy stay unchanged).
+   * With `update: true` the scale update runs in the same place (what amp.step does).
+   */
+  step(store: ParameterStore, optimizer: Optimizer, opts: { maxNorm?: number; update?: boolean } = {}): StepResult {
+    const maxNorm = opts.maxNorm ?? 0;
+    if (typeof maxNorm !== 'number' || !(maxNorm >= 0) || !Number.isFinite(maxNorm)) throw new MixprecError('E_ARG', 'maxNorm must be a finite number >= 0 (0: no clipping)');
+    const stage = this.#stages.get(optimizer);
+    if (stage === 'stepped') throw new MixprecError('E_STATE', 'step() has already been called since the last update()');
+    if (stage !== 'unscaled') this.#beginStep(store, optimizer, false);
+    const n = native();
+    const { tensor: g, dtype } = store.stepGradients();
+    const state = store.ampState.handle();
+    n.ampFinalize(state, this.nativeConfig(), optimizer.nativeConfig(maxNorm), Boolean(opts.update));
+    const { m, v } = optimizer.buffers(store.length, store.device);
+    n.optimizerStep({
+      n: store.length, master: store.master.handle(),
+      working: store.working?.handle(), workingType: store.working ? dtypeCode(store.working.dtype) : undefined,
+      grad: g.handle(), gradType: dtypeCode(dtype), m: m?.handle(), v: v?.handle(), state,
+      config: optimizer.nativeConfig(maxNorm),
+    });
+    // The one read-back of the step: a few bytes of AmpState.
+    this.#state.bytes.set(n.readBytes(state, this.#state.bytes.length));
+    store.stepDone();
+    optimizer.setStepCount(this.#state.get('optimizerStep'));
+    const foundInf = this.#state.get('foundInf') !== 0;
+    if (opts.update) this.#stages.delete(optimizer);
+    else {
+      this.#stages.set(optimizer, 'stepped');
+      this.#pendingInf = (this.#pendingInf ?? false) || foundInf;
+    }
+    return { skipped: this.#state.get('skipped') !== 0, gradNorm: this.#state.get('gradNorm'), scale: this.scale };
+  }
+
+  /**
+   * The loss-scale update. With no argument, uses the inf/NaN found by the steps since the last
+   * update (PyTorch's form); `update(foundInf)` applies the rule to an explicit outcome.
+   */
+  update(foundInf?: boolean): void {
+    if (foundInf !== undefined && typeof foundInf !== 'boolean') throw new MixprecError('E_ARG', 'update(foundInf) takes a boolean');
+    const inf = foundInf ?? this.#pendingInf;
+    if (inf === null) throw new MixprecError('E_STATE', 'No inf checks were recorded prior to update(): call step() first, or update(foundInf)');
+    native().scalerUpdateHost(this.#state.bytes, this.nativeConfig(), inf);
+    this.#state.set('foundInf', 0);
+    this.#pendingInf = null;
+    this.#stages.clear();
+  }
+
+  stateDict(): GradScalerStateDict {
+    return {
+      version: 1,
+      options: { ...this.#options },
+      scale: this.#state.get('scale'),
+      growthTracker: this.growthTracker,
+      hysteresisLeft: this.hysteresisLeft,
+      counters: this.counters,
+    };
+  }
+
+  /** Restores a stateDict() (also after a JSON round trip). Validated whole before anything changes. */
+  loadStateDict(d: GradScalerStateDict): void {
+    if (typeof d !== 'object' || d === null) throw new MixprecError('E_STATE', 'GradScaler state must be an object');
+    if (d.version !== 1) throw new MixprecError('E_STATE', `GradScaler state version ${String(d.version)} is not supported (expected 1)`);
+    // JSON turns Infinity into null: accept that spelling for maxScale.
+    const opts = { ...(d.options ?? {}) } as GradScalerOptions & { maxScale: number | null };
+    if (opts.maxScale === null) opts.maxScale = Infinity;
+    const options = checkOptions(opts as GradScalerOptions, 'E_STATE');
+    const int = (x: unknown, what: string, min = 0) => {
+      if (!Number.isSafeInteger(x) || (x as number) < min || (x as number) > 2 ** 31 - 1) throw new MixprecError('E_STATE', `GradScaler state: ${what} must be an integer >= ${min}`);
+      return x as number;
+    };
+    if (typeof d.scale !== 'number' || !(d.scale > 0) || !Number.isFinite(Math.fround(d.scale))) throw new MixprecError('E_STATE', 'GradScaler state: scale must be a positive finite number');
+    const c = d.counters;
+    if (typeof c !== 'object' || c === null) throw new MixprecError('E_STATE', 'GradScaler state: counters missing');
+    const values = {
+      growthTracker: int(d.growthTracker, 'growthTracker'),
+      hysteresisLeft: int(d.hysteresisLeft, 'hysteresisLeft', -(2 ** 31)),
+      steps: int(c.steps, 'counters.steps'), skippedSteps: int(c.skippedSteps, 'counters.skippedSteps'),
+      backoffs: int(c.backoffs, 'counters.backoffs'), growths: int(c.growths, 'counters.growths'), minScaleHits: int(c.minScaleHits, 'counters.minScaleHits'),
+    };
+    this.#options = options;
+    const s = (this.#state = new AmpStateBuffer());
+    s.set('scale', d.scale);
+    for (const [k, v] of Object.entries(values)) s.set(k as never, v);
+    this.#stages.clear();
+    this.#pendingInf = null;
+  }
+
+  /** Uploads scale / trackers / counters + the optimizer's step count into the store's AmpState and runs the unscale pass. */
+  #beginStep(store: ParameterStore, optimizer: Optimizer, writeUnscaled: boolean): void {
+    const s = this.#state;
+    s.set('sumsq', 0);
+    s.set('foundInf', 0);
+    s.set('optimizerStep', optimizer.stepCount);
+    if (!this.#options.enabled) s.set('scale', 1);
+    const n = native();
+    n.writeBytes(store.ampState.handle(), s.bytes);
+    const { tensor: g, dtype } = store.stepGradients();
+    n.unscaleCheckNorm(g.handle(), dtypeCode(dtype), store.length, store.ampState.handle(), writeUnscaled ? store.unscaledBuffer().handle() : null);
+  }
+}

@@ -1,0 +1,16 @@
+/** Median wall time (seconds) of fn() followed by sync(), after a warm-up, over >= minReps runs and >= minTime seconds. */
+export function medianTime(fn: () => void, sync: () => void, minTime = 0.3, minReps = 3, maxReps = 200): number {
+  fn();
+  sync();
+  const times: number[] = [];
+  const start = process.hrtime.bigint();
+  const elapsed = () => Number(process.hrtime.bigint() - start) / 1e9;
+  while ((times.length < minReps || elapsed() < minTime) && times.length < maxReps) {
+    const t0 = process.hrtime.bigint();
+    fn();
+    sync();
+    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  times.sort((a, b) => a - b);
+  return times[times.length >> 1];
+}

@@ -1,0 +1,113 @@
+#!/usr/bin/env node
+// The `mixprec` command: info | bench | train. Argument parsing by commander.
+import { Command, InvalidArgumentError } from 'commander';
+import { execSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { backends } from './backends';
+import { benchAmp } from './bench/amp';
+import { benchGemm } from './bench/gemm';
+import { MixprecError } from './errors';
+
+const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { version: string };
+
+function intList(v: string): number[] {
+  const xs = v.split(',').map((s) => Number(s.trim()));
+  if (!xs.every((x) => Number.isInteger(x) && x > 0)) throw new InvalidArgumentError('expected positive integers, e.g. 256,512');
+  return xs;
+}
+
+function machine() {
+  let commit: string | undefined;
+  try {
+    commit = execSync('git rev-parse --short HEAD', { cwd: path.join(__dirname, '..'), stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+  } catch { /* not a checkout */ }
+  return { date: new Date().toISOString(), mixprec: pkg.version, commit, node: process.version, cpu: os.cpus()[0]?.model, cores: os.cpus().length, backends: backends() };
+}
+
+function fmt(x: number | undefined, digits = 1): string {
+  return x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits);
+}
+
+const program = new Command('mixprec')
+  .description('mixed-precision neural-network training for Node.js')
+  .version(pkg.version)
+  .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2)); // usage errors exit 2
+
+program
+  .command('info')
+  .description('which backends are compiled and available (and why not), the device, the CPU GEMM path')
+  .option('--json', 'print JSON')
+  .action((o: { json?: boolean }) => {
+    const list = backends();
+    if (o.json) return console.log(JSON.stringify({ mixprec: pkg.version, node: process.version, backends: list }, null, 2));
+    console.log(`mixprec ${pkg.version} (node ${process.version})`);
+    for (const b of list) {
+      const state = b.available ? 'available' : b.compiled ? 'compiled, unavailable' : 'not compiled';
+      const extra = b.device ? ` — ${b.device.name}, compute ${b.device.computeCapability}, ${(b.device.totalMemory / 2 ** 30).toFixed(1)} GiB` : b.features ? ` — GEMM: ${b.features}` : '';
+      console.log(`  ${b.name.padEnd(5)} ${state}${extra}${b.reason ? `\n        ${b.reason}` : ''}`);
+    }
+  });
+
+program
+  .command('bench')
+  .description('benchmarks: gemm (GFLOP/s for fp32/fp16/bf16, ratios to fp32 and to a reference BLAS measured in the same run); amp (fused unscale/check/norm and AdamW as GB/s and as a ratio to a copy, vs the unfused passes)')
+  .argument('[sections...]', 'sections to run: gemm, amp (default: all)', ['gemm', 'amp'])
+  .option('--params <n>', 'amp: parameters in the store (default 2^24 on the CPU, 2^28 on CUDA)', (v) => intList(v)[0])
+  .option('--sizes <list>', 'GEMM sizes (n for n x n x n)', intList, [256, 512, 1024, 2048])
+  .option('--device <device>', "only this backend: 'cpu' or 'cuda'")
+  .option('--no-reference', 'skip the reference BLAS (numpy / PyTorch) measurement')
+  .option('--json <file>', 'also write the results as JSON to FILE')
+  .action((sections: string[], o: { sizes: number[]; device?: string; reference: boolean; json?: string; params?: number }) => {
+    for (const s of sections) if (s !== 'gemm' && s !== 'amp') throw new InvalidArgumentError(`unknown bench section '${s}' (available: gemm, amp)`);
+    if (o.device && o.device !== 'cpu' && o.device !== 'cuda') throw new InvalidArgumentError("--device must be 'cpu' or 'cuda'");
+    const devices = o.device ? [o.device as 'cpu' | 'cuda'] : undefined;
+    const result: Record<string, unknown> = { machine: machine() };
+    if (sections.includes('gemm')) {
+      const { rows, references } = benchGemm(o.sizes, devices, o.reference);
+      result.gemm = { rows, references };
+      console.log('GEMM (n x n x n), GFLOP/s; ratios measured side by side in this run');
+      console.log(['device', 'n', 'dtype', 'GFLOP/s', 'x fp32', 'reference', 'x ref'].map((h) => h.padStart(9)).join(' '));
+      for (const r of rows)
+        console.log([r.device, String(r.size), r.dtype, fmt(r.gflops), fmt(r.ratioToFp32, 2), fmt(r.referenceGflops), fmt(r.ratioToReference, 2)].map((c) => c.padStart(9)).join(' '));
+      for (const [dev, ref] of Object.entries(references)) {
+        const r = ref as { library?: string; error?: string };
+        console.log(`reference on ${dev}: ${r.library ?? `none (${r.error})`}`);
+      }
+    }
+    if (sections.includes('amp')) {
+      const rows = benchAmp(devices, o.params);
+      result.amp = { rows };
+      console.log('\nFused AMP kernels (effective GB/s = bytes the pass must move / time; x copy = ratio to a plain copy, same run)');
+      console.log(['device', 'params', 'ms', 'GB/s', 'x copy', 'x unfused', 'kernel'].map((h) => h.padStart(9)).join(' '));
+      for (const r of rows)
+        console.log([r.device, String(r.params), fmt(r.ms, 2), fmt(r.gbPerS), fmt(r.ratioToCopy, 2), fmt(r.speedupVsUnfused, 2)].map((c) => c.padStart(9)).join(' ') + `  ${r.kernel}`);
+    }
+    if (o.json) {
+      fs.mkdirSync(path.dirname(path.resolve(o.json)), { recursive: true });
+      fs.writeFileSync(o.json, JSON.stringify(result, null, 2) + '\n');
+      console.log(`wrote ${o.json}`);
+    }
+  });
+
+program
+  .command('train')
+  .description('train on MNIST in mixed precision (arrives with the training issue)')
+  .allowUnknownOption()
+  .action(() => {
+    console.error('mixprec train: not implemented yet in this version — the Trainer and the MNIST loader come next. Try `mixprec info` or `mixprec bench`.');
+    process.exit(2);
+  });
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  if (err instanceof MixprecError) {
+    console.error(`mixprec: ${err.code}: ${err.message}`);
+    process.exit(1);
+  }
+  if (err instanceof InvalidArgumentError) {
+    console.error(`mixprec: ${err.message}`);
+    process.exit(2);
+  }
+  throw err;
+});

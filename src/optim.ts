@@ -1,0 +1,175 @@
+// Optimizers with PyTorch's parameter names, defaults and formulas. The update itself is the fused
+// native kernel (native/shared/amp.h); an Optimizer holds the hyper-parameters, the step count
+// and the moment buffers (flat, FP32, on the store's device), created at its first step.
+import type { NativeOptimConfig } from '../binding';
+import { MixprecError } from './errors';
+import { native } from './native';
+import { full, Tensor } from './tensor';
+import type { Device } from './backends';
+
+export type OptimizerKind = 'sgd' | 'adam' | 'adamw';
+
+export interface SGDOptions { lr?: number; momentum?: number; dampening?: number; weightDecay?: number; nesterov?: boolean }
+export interface AdamOptions { lr?: number; betas?: [number, number]; eps?: number; weightDecay?: number }
+
+interface Hyper { lr: number; momentum: number; dampening: number; weightDecay: number; nesterov: boolean; beta1: number; beta2: number; eps: number }
+
+export interface OptimizerStateDict {
+  kind: OptimizerKind;
+  hyper: Hyper;
+  step: number;
+  /** Moments as FP32 (absent before the first step): SGD momentum in m; Adam's exp_avg / exp_avg_sq in m / v. */
+  m?: Float32Array;
+  v?: Float32Array;
+}
+
+const KIND_CODE: Record<OptimizerKind, 0 | 1 | 2> = { sgd: 0, adam: 1, adamw: 2 };
+
+function num(v: unknown, what: string, ok: (x: number) => boolean, rule: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) throw new MixprecError('E_ARG', `${what} ${rule} (got ${String(v)})`);
+  return v;
+}
+
+function checkKeys(o: object, allowed: string[], what: string): void {
+  for (const k of Object.keys(o)) if (!allowed.includes(k)) throw new MixprecError('E_ARG', `unknown ${what} option '${k}'`);
+}
+
+export class Optimizer {
+  readonly kind: OptimizerKind;
+  #hyper: Hyper;
+  #step = 0;
+  #m: Tensor | null = null;
+  #v: Tensor | null = null;
+
+  /** @internal Use mixprec.optim.sgd / adam / adamw. */
+  constructor(kind: OptimizerKind, hyper: Hyper) {
+    this.kind = kind;
+    this.#hyper = { ...hyper };
+  }
+
+  /** Learning rate; settable (LR schedules). */
+  get lr(): number { return this.#hyper.lr; }
+  set lr(v: number) { this.#hyper.lr = num(v, 'lr', (x) => x >= 0, 'must be >= 0'); }
+  /** Applied (not skipped) optimizer steps. */
+  get stepCount(): number { return this.#step; }
+  get hyper(): Readonly<Hyper> { return { ...this.#hyper }; }
+
+  /** @internal */
+  nativeConfig(maxNorm: number): NativeOptimConfig {
+    const h = this.#hyper;
+    return { kind: KIND_CODE[this.kind], lr: h.lr, beta1: h.beta1, beta2: h.beta2, eps: h.eps, weightDecay: h.weightDecay, momentum: h.momentum, dampening: h.dampening, nesterov: h.nesterov, maxNorm };
+  }
+
+  /** @internal The moment buffers for a store of `length` elements on `device` (created zeroed on first use). */
+  buffers(length: number, device: Device): { m?: Tensor; v?: Tensor } {
+    const needM = this.kind !== 'sgd' || this.#hyper.momentum !== 0;
+    const needV = this.kind !== 'sgd';
+    for (const t of [this.#m, this.#v])
+      if (t && (t.size !== length || t.device !== device))
+        throw new MixprecError('E_STATE', `this optimizer's state belongs to a store of ${t.size} parameters on ${t.device}; use one optimizer per store`);
+    if (needM && !this.#m) this.#m = full([length], 0, { device });
+    if (needV && !this.#v) this.#v = full([length], 0, { device });
+    return { m: this.#m ?? undefined, v: this.#v ?? undefined };
+  }
+
+  /** @internal */
+  setStepCount(n: number): void { this.#step = n; }
+
+  stateDict(): OptimizerStateDict {
+    const d: OptimizerStateDict = { kind: this.kind, hyper: { ...this.#hyper }, step: this.#step };
+    if (this.#m) d.m = downloadSync(this.#m);
+    if (this.#v) d.v = downloadSync(this.#v);
+    return d;
+  }
+
+  /** Restores a stateDict() of an optimizer of the same kind (validated whole before anything changes). */
+  loadStateDict(d: OptimizerStateDict, device?: Device): void {
+    if (typeof d !== 'object' || d === null) throw new MixprecError('E_STATE', 'optimizer state must be an object');
+    if (d.kind !== this.kind) throw new MixprecError('E_STATE', `optimizer state is for '${String(d.kind)}', this optimizer is '${this.kind}'`);
+    if (!Number.isSafeInteger(d.step) || d.step < 0) throw new MixprecError('E_STATE', 'optimizer state: step must be a non-negative integer');
+    const hyper = validateHyper(this.kind, d.hyper);
+    const isF32 = (x: unknown) => x === undefined || Object.prototype.toString.call(x) === '[object Float32Array]';
+    if (!isF32(d.m) || !isF32(d.v)) throw new MixprecError('E_STATE', 'optimizer state: m and v must be Float32Arrays');
+    if (d.m && d.v && d.m.length !== d.v.length) throw new MixprecError('E_STATE', 'optimizer state: m and v differ in length');
+    const dev = device ?? this.#m?.device ?? 'cpu';
+    const load = (x: Float32Array | undefined) => {
+      if (!x) return null;
+      const t = full([x.length], 0, { device: dev });
+      uploadSync(t, x);
+      return t;
+    };
+    const m = load(d.m), v = load(d.v);
+    this.#m?.dispose();
+    this.#v?.dispose();
+    this.#m = m;
+    this.#v = v;
+    this.#hyper = hyper;
+    this.#step = d.step;
+  }
+
+  /** Frees the moment buffers. */
+  dispose(): void {
+    this.#m?.dispose();
+    this.#v?.dispose();
+    this.#m = this.#v = null;
+  }
+}
+
+// Synchronous helpers over the native addon (reads are synchronous underneath).
+function downloadSync(t: Tensor): Float32Array {
+  return native().download(t.handle(), 0, t.size);
+}
+function uploadSync(t: Tensor, x: Float32Array): void {
+  native().upload(t.handle(), x, 0);
+}
+
+function validateHyper(kind: OptimizerKind, h: unknown): Hyper {
+  if (typeof h !== 'object' || h === null) throw new MixprecError('E_STATE', 'optimizer state: hyper must be an object');
+  const o = h as Record<string, unknown>;
+  try {
+    return kind === 'sgd'
+      ? sgdHyper({ lr: o.lr as number, momentum: o.momentum as number, dampening: o.dampening as number, weightDecay: o.weightDecay as number, nesterov: o.nesterov as boolean })
+      : adamHyper({ lr: o.lr as number, betas: [o.beta1 as number, o.beta2 as number], eps: o.eps as number, weightDecay: o.weightDecay as number }, 0);
+  } catch (e) {
+    throw new MixprecError('E_STATE', `optimizer state: ${(e as Error).message}`);
+  }
+}
+
+function sgdHyper(o: SGDOptions): Hyper {
+  if (typeof o !== 'object' || o === null) throw new MixprecError('E_ARG', 'options must be an object');
+  checkKeys(o, ['lr', 'momentum', 'dampening', 'weightDecay', 'nesterov'], 'sgd');
+  const lr = num(o.lr ?? 1e-3, 'lr', (x) => x >= 0, 'must be >= 0');
+  const momentum = num(o.momentum ?? 0, 'momentum', (x) => x >= 0, 'must be >= 0');
+  const dampening = num(o.dampening ?? 0, 'dampening', () => true, 'must be a finite number');
+  const weightDecay = num(o.weightDecay ?? 0, 'weightDecay', (x) => x >= 0, 'must be >= 0');
+  const nesterov = o.nesterov ?? false;
+  if (typeof nesterov !== 'boolean') throw new MixprecError('E_ARG', 'nesterov must be a boolean');
+  if (nesterov && (momentum <= 0 || dampening !== 0)) throw new MixprecError('E_ARG', 'Nesterov momentum requires a momentum and zero dampening');
+  return { lr, momentum, dampening, weightDecay, nesterov, beta1: 0, beta2: 0, eps: 0 };
+}
+
+function adamHyper(o: AdamOptions, defaultWeightDecay: number, kind = 'adam'): Hyper {
+  if (typeof o !== 'object' || o === null) throw new MixprecError('E_ARG', 'options must be an object');
+  checkKeys(o, ['lr', 'betas', 'eps', 'weightDecay'], kind);
+  const lr = num(o.lr ?? 1e-3, 'lr', (x) => x >= 0, 'must be >= 0');
+  const betas = o.betas ?? [0.9, 0.999];
+  if (!Array.isArray(betas) || betas.length !== 2) throw new MixprecError('E_ARG', 'betas must be [beta1, beta2]');
+  const beta1 = num(betas[0], 'betas[0]', (x) => x >= 0 && x < 1, 'must be in [0, 1)');
+  const beta2 = num(betas[1], 'betas[1]', (x) => x >= 0 && x < 1, 'must be in [0, 1)');
+  const eps = num(o.eps ?? 1e-8, 'eps', (x) => x >= 0, 'must be >= 0');
+  const weightDecay = num(o.weightDecay ?? defaultWeightDecay, 'weightDecay', (x) => x >= 0, 'must be >= 0');
+  return { lr, beta1, beta2, eps, weightDecay, momentum: 0, dampening: 0, nesterov: false };
+}
+
+/** torch.optim.SGD: lr 1e-3, momentum 0, dampening 0, weightDecay 0 (L2), nesterov false. */
+export function sgd(options: SGDOptions = {}): Optimizer {
+  return new Optimizer('sgd', sgdHyper(options));
+}
+/** torch.optim.Adam: lr 1e-3, betas [0.9, 0.999], eps 1e-8, weightDecay 0 (L2 added to the gradient). */
+export function adam(options: AdamOptions = {}): Optimizer {
+  return new Optimizer('adam', adamHyper(options, 0, 'adam'));
+}
+/** torch.optim.AdamW: lr 1e-3, betas [0.9, 0.999], eps 1e-8, weightDecay 1e-2 (decoupled). */
+export function adamw(options: AdamOptions = {}): Optimizer {
+  return new Optimizer('adamw', adamHyper(options, 1e-2, 'adamw'));
+}

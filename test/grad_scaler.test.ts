@@ -1,0 +1,135 @@
+// GradScaler: PyTorch's update rule and defaults, Megatron's hysteresis/min/max, static and
+// disabled modes, state round trips and misuse errors. The rule runs natively (the same function
+// the fused device step runs); checked here against hand-worked sequences and a float64/float32
+// reference written in the test.
+import * as mixprec from '../src';
+import { makeRng } from './helpers/random';
+import { RefScaler } from './helpers/optim_ref';
+
+const { GradScaler } = mixprec.amp;
+const rng = makeRng('grad_scaler.test');
+
+function codeOf(f: () => unknown): string {
+  try { f(); } catch (e) { expect(e).toBeInstanceOf(mixprec.MixprecError); return (e as mixprec.MixprecError).code; }
+  return 'no error';
+}
+
+test("PyTorch's defaults", () => {
+  const s = new GradScaler();
+  expect(s.scale).toBe(65536);
+  expect(s.options).toMatchObject({ growthFactor: 2, backoffFactor: 0.5, growthInterval: 2000, hysteresis: 1, minScale: 0, maxScale: Infinity, enabled: true, dynamic: true });
+});
+
+test("PyTorch's update sequence: scale 4, growth 2, backoff 0.25, interval 2: clean -> 4, clean -> 8, inf -> 2", () => {
+  const s = new GradScaler({ initScale: 4, growthFactor: 2, backoffFactor: 0.25, growthInterval: 2 });
+  s.update(false);
+  expect([s.scale, s.growthTracker]).toEqual([4, 1]);
+  s.update(false);
+  expect([s.scale, s.growthTracker]).toEqual([8, 0]);
+  s.update(false);
+  expect(s.growthTracker).toBe(1);
+  s.update(true); // overflow: backoff and the growth tracker resets
+  expect([s.scale, s.growthTracker]).toEqual([2, 0]);
+  expect(s.counters).toMatchObject({ backoffs: 1, growths: 1 });
+});
+
+test('growth that would give a non-finite scale is not applied (init 1e38, growth 16, interval 1)', () => {
+  const s = new GradScaler({ initScale: 1e38, growthFactor: 16, growthInterval: 1 });
+  s.update(false);
+  expect(s.scale).toBe(Math.fround(1e38));
+  expect(s.growthTracker).toBe(0);
+  expect(s.counters.growths).toBe(0);
+});
+
+test('maxScale caps growth; minScale floors backoff and is reported, never fatal', () => {
+  const up = new GradScaler({ initScale: 1024, growthInterval: 1, maxScale: 4096 });
+  for (let i = 0; i < 5; i++) up.update(false);
+  expect(up.scale).toBe(4096);
+  const down = new GradScaler({ initScale: 8, minScale: 2 });
+  for (let i = 0; i < 4; i++) down.update(true);
+  expect(down.scale).toBe(2);
+  expect(down.counters.minScaleHits).toBe(2); // 8 -> 4 -> 2 (exact, not a hit) -> 2 (hit) -> 2 (hit)
+});
+
+test('hysteresis (Megatron): backoff only after `hysteresis` overflows; growth resets it', () => {
+  const s = new GradScaler({ initScale: 1024, hysteresis: 2, growthInterval: 2 });
+  // hand-worked trace: [outcome, scale after, hysteresisLeft after]
+  const trace: [boolean, number, number][] = [
+    [true, 1024, 1], [true, 512, 0], [true, 256, -1], [false, 256, -1], [false, 512, 2], [true, 512, 1], [false, 512, 1], [true, 256, 0],
+  ];
+  for (const [inf, scale, hyst] of trace) {
+    s.update(inf);
+    expect([s.scale, s.hysteresisLeft]).toEqual([scale, hyst]);
+  }
+});
+
+test('random configurations and overflow sequences match the reference rule step for step', () => {
+  for (let trial = 0; trial < 40; trial++) {
+    const o = {
+      initScale: 2 ** Math.floor(rng() * 40 - 10) * (1 + rng()),
+      growthFactor: 1 + rng() * 3,
+      backoffFactor: 0.05 + rng() * 0.9,
+      growthInterval: 1 + Math.floor(rng() * 5),
+      hysteresis: 1 + Math.floor(rng() * 3),
+      minScale: rng() < 0.5 ? 0 : rng(),
+      maxScale: rng() < 0.5 ? Infinity : 2 ** 30,
+    };
+    if (o.minScale > o.maxScale) o.minScale = 0;
+    const s = new GradScaler(o);
+    const ref = new RefScaler(o);
+    for (let i = 0; i < 200; i++) {
+      const inf = rng() < 0.3;
+      s.update(inf);
+      ref.update(inf);
+      if (s.scale !== ref.scale || s.growthTracker !== ref.tracker || s.hysteresisLeft !== ref.hyst)
+        throw new Error(`trial ${trial} step ${i} (${JSON.stringify(o)}): scale ${s.scale} vs ${ref.scale}, tracker ${s.growthTracker} vs ${ref.tracker}, hyst ${s.hysteresisLeft} vs ${ref.hyst}`);
+    }
+  }
+});
+
+test('static scaling never changes the scale; a disabled scaler is scale 1', () => {
+  const st = new GradScaler({ dynamic: false, initScale: 1024 });
+  st.update(true);
+  st.update(false);
+  expect(st.scale).toBe(1024);
+  expect(GradScaler.from(512).scale).toBe(512);
+  expect(GradScaler.from(512).dynamic).toBe(false);
+  const off = new GradScaler({ enabled: false });
+  off.update(true);
+  expect(off.scale).toBe(1);
+});
+
+test('stateDict round trip is exact, also through JSON, and the restored scaler continues identically', () => {
+  const o = { initScale: 3 * 2 ** 10, growthFactor: 1.7, backoffFactor: 0.3, growthInterval: 3, hysteresis: 2, minScale: 0.5 };
+  const a = new GradScaler(o);
+  const seq = Array.from({ length: 60 }, () => rng() < 0.35);
+  seq.slice(0, 30).forEach((x) => a.update(x));
+  const d = a.stateDict();
+  const b = new GradScaler();
+  b.loadStateDict(JSON.parse(JSON.stringify(d)));
+  expect(b.stateDict()).toEqual(d);
+  seq.slice(30).forEach((x) => { a.update(x); b.update(x); });
+  expect(b.stateDict()).toEqual(a.stateDict());
+  expect(b.scale).toBe(a.scale);
+});
+
+test('invalid options and malformed states are typed errors; a failed load changes nothing', () => {
+  expect(codeOf(() => new GradScaler({ growthFactor: 1 }))).toBe('E_ARG');
+  expect(codeOf(() => new GradScaler({ backoffFactor: 1 }))).toBe('E_ARG');
+  expect(codeOf(() => new GradScaler({ backoffFactor: 0 }))).toBe('E_ARG');
+  expect(codeOf(() => new GradScaler({ growthInterval: 0 }))).toBe('E_ARG');
+  expect(codeOf(() => new GradScaler({ growthInterval: 1.5 }))).toBe('E_ARG');
+  expect(codeOf(() => new GradScaler({ initScale: 0 }))).toBe('E_ARG');
+  expect(codeOf(() => new GradScaler({ initScale: -1 }))).toBe('E_ARG');
+  expect(codeOf(() => new GradScaler({ initScale: 1e39 }))).toBe('E_ARG'); // not a finite float32
+  expect(codeOf(() => new GradScaler({ hysteresis: 0 }))).toBe('E_ARG');
+  expect(codeOf(() => new GradScaler({ growthIntervall: 3 } as never))).toBe('E_ARG');
+  const s = new GradScaler({ initScale: 8 });
+  const good = s.stateDict();
+  for (const bad of [null, {}, { ...good, version: 2 }, { ...good, scale: -1 }, { ...good, scale: 'x' }, { ...good, growthTracker: 1.5 },
+    { ...good, counters: undefined }, { ...good, options: { ...good.options, backoffFactor: 2 } }])
+    expect(codeOf(() => s.loadStateDict(bad as never))).toBe('E_STATE');
+  expect(s.stateDict()).toEqual(good);
+  expect(codeOf(() => s.update(1 as never))).toBe('E_ARG');
+  expect(codeOf(() => s.update())).toBe('E_STATE'); // nothing recorded since the last update
+});
