@@ -73,6 +73,8 @@ export interface Binding {
   cast(src: StorageHandle, srcType: DTypeCode, dst: StorageHandle, dstType: DTypeCode, n: number): void;
   gemm(args: NativeGemmArgs): void;
   synchronize(device: string): void;
+  /** Live tensor storage per backend (bytes and allocations made through alloc()). */
+  memoryStats(): Record<'cpu' | 'cuda', { bytes: number; allocations: number }>;
   f16FromF32(values: Float32Array): Uint16Array;
   f16ToF32(bits: Uint16Array): Float32Array;
   bf16FromF32(values: Float32Array): Uint16Array;

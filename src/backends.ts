@@ -33,3 +33,8 @@ export function resolveDevice(device: unknown = 'auto'): Device {
   }
   throw new MixprecError('E_DEVICE', `device must be 'auto', 'cpu' or 'cuda' (got ${String(device)})`);
 }
+
+/** Live tensor memory per backend: bytes and allocations not yet freed (by dispose() or GC). */
+export function memoryStats(): Record<Device, { bytes: number; allocations: number }> {
+  return native().memoryStats();
+}

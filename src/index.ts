@@ -1,6 +1,6 @@
 export { MixprecError } from './errors';
 export type { ErrorCode } from './errors';
-export { backends } from './backends';
+export { backends, memoryStats } from './backends';
 export type { BackendInfo, Device } from './backends';
 export type { DType } from './dtype';
 export { Tensor, tensor, empty, full } from './tensor';

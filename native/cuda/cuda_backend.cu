@@ -9,6 +9,7 @@
 #include <exception>
 #include <mutex>
 #include <string>
+#include "amp.cuh"
 #include "check.cuh"
 #include "gemm.cuh"
 
@@ -270,18 +271,29 @@ class CudaBackend final : public Backend {
     MP_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
-  // The mixed-precision step ops (unscale, finalize, optimizer, accumulate) are not on the GPU
-  // yet: say so plainly rather than compute something wrong.
-  void unscaleCheckNorm(const void*, DType, size_t, AmpState*, float*) override { notYet("unscaleCheckNorm"); }
-  void ampFinalize(AmpState*, const ScalerConfig&, const OptimConfig&, bool) override { notYet("ampFinalize"); }
-  void optimizerStep(const OptimStepArgs&) override { notYet("optimizerStep"); }
-  void accumulate(const void*, DType, float*, size_t, bool) override { notYet("accumulate"); }
-
- private:
-  [[noreturn]] static void notYet(const char* op) {
-    fail("E_CUDA", std::string(op) + " is not implemented in the CUDA backend yet; use device 'cpu' for it");
+  // The mixed-precision step (kernels in amp.cu): asynchronous, on the stream; the AmpState stays
+  // in device memory, so a whole step (unscale, finalize, optimizer) needs no host round trip.
+  void unscaleCheckNorm(const void* g, DType t, size_t n, AmpState* state, float* out32) override {
+    if (n == 0) return;
+    useDevice();
+    launchUnscaleCheckNorm(g, t, n, state, out32, stream_, multiprocessors_);
+  }
+  void ampFinalize(AmpState* state, const ScalerConfig& c, const OptimConfig& o, bool updateScale) override {
+    useDevice();
+    launchAmpFinalize(state, c, o, updateScale, stream_);
+  }
+  void optimizerStep(const OptimStepArgs& args) override {
+    if (args.n == 0) return;
+    useDevice();
+    launchOptimizerStep(args, stream_, multiprocessors_);
+  }
+  void accumulate(const void* g, DType t, float* acc, size_t n, bool overwrite) override {
+    if (n == 0) return;
+    useDevice();
+    launchAccumulate(g, t, acc, n, overwrite, stream_, multiprocessors_);
   }
 
+ private:
   // The current device is per host thread; a call may come from a thread (a worker) that never
   // selected device 0, or one where other code selected another device.
   static void useDevice() { MP_CUDA_CHECK(cudaSetDevice(0)); }

@@ -57,6 +57,9 @@ Napi::Value Alloc(const Napi::CallbackInfo& info) {
       throw;
     }
     Napi::MemoryManagement::AdjustExternalMemory(info.Env(), static_cast<int64_t>(bytes));
+    LiveCount& live = liveCount(be->name());
+    live.bytes += static_cast<double>(bytes);
+    live.allocations += 1;
     auto ext = Napi::External<Storage>::New(info.Env(), s, [](Napi::Env env, Storage* st) {
       try { releaseStorage(env, st); } catch (...) {}  // a finalizer must not throw
       delete st;
@@ -235,6 +238,20 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   });
 }
 
+// memoryStats() -> { cpu: { bytes, allocations }, cuda: { ... } }: live tensor storage.
+Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  for (const char* name : {"cpu", "cuda"}) {
+    const LiveCount& c = liveCount(name);
+    Napi::Object e = Napi::Object::New(env);
+    e.Set("bytes", c.bytes);
+    e.Set("allocations", c.allocations);
+    o.Set(name, e);
+  }
+  return o;
+}
+
 Napi::Value Synchronize(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     if (!info[0].IsString()) mp::fail("E_ARG", "device must be a string");
@@ -288,6 +305,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cast", Napi::Function::New(env, Cast));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("synchronize", Napi::Function::New(env, Synchronize));
+  exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
   exports.Set("f16FromF32", Napi::Function::New(env, FromF32<mp::f32_to_f16_bits>));
   exports.Set("f16ToF32", Napi::Function::New(env, ToF32<mp::f16_bits_to_f32>));
   exports.Set("bf16FromF32", Napi::Function::New(env, FromF32<mp::f32_to_bf16_bits>));

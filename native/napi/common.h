@@ -19,6 +19,13 @@ struct Storage {
   size_t bytes;
 };
 
+// Live allocations made through handles, per backend name (for memoryStats() and leak tests).
+struct LiveCount { double bytes = 0, allocations = 0; };
+inline LiveCount& liveCount(const std::string& backendName) {
+  static LiveCount cpu, cuda;
+  return backendName == "cpu" ? cpu : cuda;
+}
+
 [[noreturn]] inline void throwJs(Napi::Env env, const std::string& code, const std::string& message) {
   Napi::Error err = Napi::Error::New(env, message);
   err.Set("code", Napi::String::New(env, code));
@@ -42,6 +49,9 @@ inline void releaseStorage(Napi::Env env, Storage* s) {
   s->backend->release(s->ptr);
   Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(s->bytes));
   s->ptr = nullptr;
+  LiveCount& live = liveCount(s->backend->name());
+  live.bytes -= static_cast<double>(s->bytes);
+  live.allocations -= 1;
 }
 
 inline Storage* storageArg(const Napi::CallbackInfo& info, size_t i, bool allowReleased = false) {
