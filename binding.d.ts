@@ -36,6 +36,8 @@ export interface NativeGemmArgs {
   alpha: number; beta: number;
   act: ActCode;
   out: StorageHandle; outType: DTypeCode;
+  /** Also store the value before the activation here ([M, N] of preActType). */
+  preAct?: StorageHandle; preActType?: DTypeCode;
 }
 
 export interface NativeScalerConfig {
@@ -88,6 +90,32 @@ export interface Binding {
   scalerUpdateHost(state: Uint8Array, scaler: NativeScalerConfig, foundInf: boolean): void;
   /** sizeof(AmpState), to check the layout mirrored in src/amp/state.ts. */
   readonly ampStateBytes: number;
+  // --- layers and losses (native/shared/nn.h); sizes in elements ---
+  /** A handle onto bytes [byteOffset, byteOffset + bytes) of another handle's memory (no copy). */
+  view(h: StorageHandle, byteOffset: number, bytes: number): StorageHandle;
+  activationForward(a: { act: ActCode; x: StorageHandle; xType: DTypeCode; y: StorageHandle; yType: DTypeCode; n: number }): void;
+  activationBackward(a: { act: ActCode; dy: StorageHandle; dyType: DTypeCode; z: StorageHandle; zType: DTypeCode; dx: StorageHandle; dxType: DTypeCode; n: number }): void;
+  columnSum(a: { x: StorageHandle; xType: DTypeCode; M: number; N: number; out: StorageHandle; outType: DTypeCode }): void;
+  /** labels: an int32 storage, values in [0, C) (checked by the caller). metrics: FP32 loss at lossOffset, int32 correct count at correctOffset (bytes). */
+  softmaxCrossEntropy(a: {
+    logits: StorageHandle; logitsType: DTypeCode; labels: StorageHandle; B: number; C: number; smoothing: number; lossScale: number;
+    dlogits?: StorageHandle; dType?: DTypeCode; metrics: StorageHandle; lossOffset?: number; correctOffset?: number;
+  }): void;
+  mseLoss(a: {
+    pred: StorageHandle; predType: DTypeCode; target: StorageHandle; targetType: DTypeCode; n: number; lossScale: number;
+    dpred?: StorageHandle; dType?: DTypeCode; metrics: StorageHandle; lossOffset?: number;
+  }): void;
+  layerNormForward(a: {
+    x: StorageHandle; xType: DTypeCode; gamma: StorageHandle; beta: StorageHandle; gType: DTypeCode; M: number; N: number; eps: number;
+    y: StorageHandle; yType: DTypeCode; mean: StorageHandle; rstd: StorageHandle;
+  }): void;
+  layerNormBackward(a: {
+    dy: StorageHandle; dyType: DTypeCode; x: StorageHandle; xType: DTypeCode; gamma: StorageHandle; gType: DTypeCode;
+    mean: StorageHandle; rstd: StorageHandle; M: number; N: number; dx: StorageHandle; dxType: DTypeCode;
+    dgamma: StorageHandle; dbeta: StorageHandle; dgType: DTypeCode;
+  }): void;
+  /** seed = seedHi * 2^32 + seedLo (each a uint32). */
+  dropout(a: { x: StorageHandle; xType: DTypeCode; y: StorageHandle; yType: DTypeCode; n: number; p: number; seedHi: number; seedLo: number }): void;
   /** Test hook: force the CPU GEMM's scalar fallback ('scalar') or run-time dispatch ('auto'). Returns the path now in use. */
   setCpuGemmIsa(isa: 'auto' | 'scalar'): string;
 }

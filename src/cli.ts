@@ -8,7 +8,9 @@ import * as path from 'node:path';
 import { backends } from './backends';
 import { benchAmp } from './bench/amp';
 import { benchGemm } from './bench/gemm';
+import { benchTrain } from './bench/train';
 import { MixprecError } from './errors';
+import { addTrainCommand } from './train/cli_train';
 
 const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { version: string };
 
@@ -53,14 +55,16 @@ program
 program
   .command('bench')
   .description('benchmarks: gemm (GFLOP/s for fp32/fp16/bf16, ratios to fp32 and to a reference BLAS measured in the same run); amp (fused unscale/check/norm and AdamW as GB/s and as a ratio to a copy, vs the unfused passes)')
-  .argument('[sections...]', 'sections to run: gemm, amp (default: all)', ['gemm', 'amp'])
+  .argument('[sections...]', 'sections to run: gemm, amp, train (default: all)', ['gemm', 'amp', 'train'])
+  .option('--widths <list>', 'train: MLP widths', intList, [784, 1024, 1024, 10])
+  .option('--batch <n>', 'train: batch size', (v) => intList(v)[0], 256)
   .option('--params <n>', 'amp: parameters in the store (default 2^24 on the CPU, 2^28 on CUDA)', (v) => intList(v)[0])
   .option('--sizes <list>', 'GEMM sizes (n for n x n x n)', intList, [256, 512, 1024, 2048])
   .option('--device <device>', "only this backend: 'cpu' or 'cuda'")
   .option('--no-reference', 'skip the reference BLAS (numpy / PyTorch) measurement')
   .option('--json <file>', 'also write the results as JSON to FILE')
-  .action((sections: string[], o: { sizes: number[]; device?: string; reference: boolean; json?: string; params?: number }) => {
-    for (const s of sections) if (s !== 'gemm' && s !== 'amp') throw new InvalidArgumentError(`unknown bench section '${s}' (available: gemm, amp)`);
+  .action(async (sections: string[], o: { sizes: number[]; device?: string; reference: boolean; json?: string; params?: number; widths: number[]; batch: number }) => {
+    for (const s of sections) if (!['gemm', 'amp', 'train'].includes(s)) throw new InvalidArgumentError(`unknown bench section '${s}' (available: gemm, amp, train)`);
     if (o.device && o.device !== 'cpu' && o.device !== 'cuda') throw new InvalidArgumentError("--device must be 'cpu' or 'cuda'");
     const devices = o.device ? [o.device as 'cpu' | 'cuda'] : undefined;
     const result: Record<string, unknown> = { machine: machine() };
@@ -84,6 +88,16 @@ program
       for (const r of rows)
         console.log([r.device, String(r.params), fmt(r.ms, 2), fmt(r.gbPerS), fmt(r.ratioToCopy, 2), fmt(r.speedupVsUnfused, 2)].map((c) => c.padStart(9)).join(' ') + `  ${r.kernel}`);
     }
+    if (sections.includes('train')) {
+      const { rows, reference } = await benchTrain({ widths: o.widths, batch: o.batch, devices, reference: o.reference });
+      result.train = { rows, reference };
+      console.log(`\nTraining step, MLP ${o.widths.join('-')}, batch ${o.batch}, AdamW (x fp32 = samples/s ratio to our fp32 step, same run)`);
+      console.log(['device', 'precision', 'ms/step', 'samples/s', 'x fp32', 'MiB', 'B/param'].map((h) => h.padStart(10)).join(' '));
+      for (const r of rows)
+        console.log([r.device, r.precision, fmt(r.msPerStep, 2), fmt(r.samplesPerSecond, 0), fmt(r.ratioToOurFp32, 2), fmt(r.trainingBytes === undefined ? undefined : r.trainingBytes / 2 ** 20, 1), fmt(r.bytesPerParameter, 0)].map((c) => c.padStart(10)).join(' '));
+      for (const [dev, ref] of Object.entries((reference ?? {}) as Record<string, { library?: string; error?: string }>))
+        console.log(`reference on ${dev}: ${ref.library ?? `none (${ref.error})`}`);
+    }
     if (o.json) {
       fs.mkdirSync(path.dirname(path.resolve(o.json)), { recursive: true });
       fs.writeFileSync(o.json, JSON.stringify(result, null, 2) + '\n');
@@ -91,14 +105,7 @@ program
     }
   });
 
-program
-  .command('train')
-  .description('train on MNIST in mixed precision (arrives with the training issue)')
-  .allowUnknownOption()
-  .action(() => {
-    console.error('mixprec train: not implemented yet in this version — the Trainer and the MNIST loader come next. Try `mixprec info` or `mixprec bench`.');
-    process.exit(2);
-  });
+addTrainCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof MixprecError) {

@@ -9,7 +9,10 @@ export type ErrorCode =
   | 'E_NO_ADDON'  // the native addon is not built (the message names the command to run)
   | 'E_OOM'       // out of host or device memory
   | 'E_CUDA'      // a CUDA runtime error
-  | 'E_STATE';    // an API used out of order (e.g. GradScaler: unscale twice before update), or a malformed state dict
+  | 'E_STATE'     // an API used out of order (e.g. GradScaler: unscale twice before update), or a malformed state dict
+  | 'E_DATA'      // a malformed data file or array (IDX magic / dims / length, labels out of range)
+  | 'E_CHECKPOINT'// a checkpoint that is truncated, corrupted, of another version, or of another model
+  | 'E_IO';       // a file could not be read or written (the message has the OS error)
 
 export class MixprecError extends Error {
   readonly code: ErrorCode;

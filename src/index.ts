@@ -14,3 +14,9 @@ export type { Optimizer, OptimizerKind, SGDOptions, AdamOptions, OptimizerStateD
 export type { MatmulOptions, Activation } from './ops';
 
 export const ops = { matmul };
+export { layers, sequential, Sequential, Layer } from './nn';
+export type { LayerConfig, ModelConfig, NamedParameter } from './nn';
+export { Trainer } from './train/trainer';
+export type { TrainerOptions, StepInfo, EpochInfo, FitOptions, LossKind } from './train/trainer';
+export type { LrSchedule } from './train/schedule';
+export * as data from './data';

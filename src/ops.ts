@@ -25,9 +25,11 @@ export interface MatmulOptions {
   outDtype?: DType;
   /** Write into this [M, N] tensor instead of allocating one. */
   out?: Tensor;
+  /** Also store the value before the activation here ([M, N], any dtype): what GELU's backward needs. */
+  preAct?: Tensor;
 }
 
-const MATMUL_KEYS = new Set(['transA', 'transB', 'alpha', 'beta', 'c', 'bias', 'activation', 'outDtype', 'out']);
+const MATMUL_KEYS = new Set(['transA', 'transB', 'alpha', 'beta', 'c', 'bias', 'activation', 'outDtype', 'out', 'preAct']);
 
 function tensorArg(t: unknown, what: string): Tensor {
   if (!(t instanceof Tensor)) throw new MixprecError('E_ARG', `${what} must be a Tensor`);
@@ -65,17 +67,18 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
   if (K !== Kb)
     throw new MixprecError('E_SHAPE', `inner dimensions differ: op(a) is [${M}, ${K}], op(b) is [${Kb}, ${N}]`);
 
-  const { c, bias, out } = options;
+  const { c, bias, out, preAct } = options;
   const alpha = finiteArg(options.alpha, 'alpha', 1);
   const beta = finiteArg(options.beta, 'beta', c ? 1 : 0);
   if (beta !== 0 && !c) throw new MixprecError('E_ARG', 'beta != 0 needs c');
-  for (const [t, what] of [[c, 'c'], [bias, 'bias'], [out, 'out']] as const) {
+  for (const [t, what] of [[c, 'c'], [bias, 'bias'], [out, 'out'], [preAct, 'preAct']] as const) {
     if (t === undefined) continue;
     tensorArg(t, what);
     if (t.device !== a.device) throw new MixprecError('E_DEVICE', `${what} is on ${t.device}, operands on ${a.device}`);
   }
   if (c) sameShape(c, [M, N], 'c');
   if (bias) sameShape(bias, [N], 'bias');
+  if (preAct) sameShape(preAct, [M, N], 'preAct');
   const act = options.activation ?? 'none';
   if (!(act in ACTS)) throw new MixprecError('E_ARG', `activation must be 'none', 'relu' or 'gelu' (got ${String(act)})`);
   const outDtype = checkDType(options.outDtype ?? out?.dtype ?? (a.dtype === b.dtype ? a.dtype : 'float32'), 'outDtype');
@@ -100,6 +103,7 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
       bias: bias?.handle(), biasType: bias ? dtypeCode(bias.dtype) : undefined,
       alpha, beta, act: ACTS[act],
       out: result.handle(), outType: dtypeCode(outDtype),
+      preAct: preAct?.handle(), preActType: preAct ? dtypeCode(preAct.dtype) : undefined,
     });
   } catch (err) {
     if (!out) result.dispose();

@@ -42,6 +42,19 @@ export class Tensor {
     return this.#handle;
   }
 
+  /**
+   * @internal A tensor over elements [offset, offset + size(shape)) of this one's memory: no copy,
+   * owns nothing (dispose() only retires the view); unusable once this tensor is disposed.
+   */
+  view(offset: number, shape: readonly number[]): Tensor {
+    const s = checkShape(shape);
+    const size = s.reduce((a, b) => a * b, 1);
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset + size > this.size)
+      throw new MixprecError('E_SHAPE', `view [${offset}, ${offset + size}) outside a tensor of ${this.size} elements`);
+    const bytes = dtypeBytes(this.dtype);
+    return new Tensor(native().view(this.handle(), offset * bytes, size * bytes), s, this.dtype, this.device);
+  }
+
   /** Copies the values out as FP32 (exact for every dtype). */
   async toFloat32(): Promise<Float32Array> {
     return native().download(this.handle(), dtypeCode(this.dtype), this.size);
@@ -117,4 +130,11 @@ export function tensor(data: Float32Array | readonly number[], shape: readonly n
   const t = empty(s, opts);
   if (size > 0) native().upload(t.handle(), values, dtypeCode(t.dtype));
   return t;
+}
+
+/** @internal Int32 values (class labels) in backend memory, as a raw handle (not a public Tensor dtype). */
+export function int32Storage(values: Int32Array, device: Device): StorageHandle {
+  const h = native().alloc(device, values.byteLength);
+  native().writeBytes(h, new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+  return h;
 }

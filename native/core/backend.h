@@ -12,6 +12,7 @@
 #include "../shared/activation.h"
 #include "../shared/amp.h"
 #include "../shared/dtype.h"
+#include "../shared/nn.h"
 #include "error.h"
 
 namespace mp {
@@ -20,7 +21,8 @@ namespace mp {
 // op(A) is [M,K]: A is stored [M,K], or [K,M] when transA. op(B) is [K,N]: B is stored [K,N],
 // or [N,K] when transB (as in BLAS / PyTorch's Linear weight). C (if beta != 0) is [M,N] of
 // cType, read before out is written (it may alias out). bias (optional) is [N] of biasType,
-// broadcast over rows. M, N, K >= 1.
+// broadcast over rows. M, N, K >= 1. When preAct is set, the value before the activation
+// (alpha * AB + beta * C + bias) is also stored there, [M,N] of preActType (what GELU's backward needs).
 struct GemmArgs {
   int64_t M = 0, N = 0, K = 0;
   bool transA = false, transB = false;
@@ -31,6 +33,56 @@ struct GemmArgs {
   float alpha = 1.0f, beta = 0.0f;
   Act act = Act::None;
   void* out = nullptr; DType outType = DType::F32;
+  void* preAct = nullptr; DType preActType = DType::F32;
+};
+
+// Softmax cross-entropy over logits [B, C], in FP32, mean over the batch, label smoothing eps
+// (PyTorch's CrossEntropyLoss(label_smoothing=eps)). Fused backward: when dlogits is set,
+// dlogits = (softmax - target) * (lossScale / B), in dType — the loss scale is applied here.
+// *loss = the mean loss (FP32), *correct = rows whose argmax (first max) equals the label.
+// Labels are pre-validated to lie in [0, C).
+struct CrossEntropyArgs {
+  const void* logits = nullptr; DType logitsType = DType::F32;
+  const int32_t* labels = nullptr;
+  int64_t B = 0, C = 0;
+  float smoothing = 0.0f, lossScale = 1.0f;
+  void* dlogits = nullptr; DType dType = DType::F32;
+  float* loss = nullptr;      // backend memory, one float
+  int32_t* correct = nullptr; // backend memory, one int32 (may be null)
+};
+
+// Mean squared error over n elements: *loss = mean((p - t)^2); dp = 2 (p - t) / n * lossScale.
+struct MseArgs {
+  const void* pred = nullptr; DType predType = DType::F32;
+  const void* target = nullptr; DType targetType = DType::F32;
+  size_t n = 0;
+  float lossScale = 1.0f;
+  void* dpred = nullptr; DType dType = DType::F32;  // may be null (evaluation)
+  float* loss = nullptr;
+};
+
+// LayerNorm over the last dimension N of x [M, N] with FP32 statistics (biased variance, as
+// PyTorch): y = (x - mean) * rstd * gamma + beta, rstd = 1 / sqrt(var + eps). gamma / beta [N]
+// of gType. mean / rstd [M] FP32 are saved for the backward.
+struct LayerNormArgs {
+  const void* x = nullptr; DType xType = DType::F32;
+  const void* gamma = nullptr; const void* beta = nullptr; DType gType = DType::F32;
+  int64_t M = 0, N = 0;
+  float eps = 1e-5f;
+  void* y = nullptr; DType yType = DType::F32;
+  float* mean = nullptr; float* rstd = nullptr;
+};
+
+// Backward of LayerNorm: dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * gamma and
+// xhat = (x - mean) * rstd; dgamma = sum_m dy * xhat, dbeta = sum_m dy (FP32 sums, stored in dgType).
+struct LayerNormBackwardArgs {
+  const void* dy = nullptr; DType dyType = DType::F32;
+  const void* x = nullptr; DType xType = DType::F32;
+  const void* gamma = nullptr; DType gType = DType::F32;
+  const float* mean = nullptr; const float* rstd = nullptr;
+  int64_t M = 0, N = 0;
+  void* dx = nullptr; DType dxType = DType::F32;
+  void* dgamma = nullptr; void* dbeta = nullptr; DType dgType = DType::F32;
 };
 
 // The fused optimizer over one flat parameter buffer (see native/shared/amp.h).
@@ -85,6 +137,21 @@ class Backend {
   virtual void optimizerStep(const OptimStepArgs& args) = 0;
   // Gradient accumulation over micro-batches: acc = g (overwrite) or acc += g, in FP32.
   virtual void accumulate(const void* g, DType t, float* acc, size_t n, bool overwrite) = 0;
+  // --- layers and losses (per-element math in native/shared/nn.h) ---
+  // y = act(x) elementwise (a separate pass, for activations not fused into a GEMM).
+  virtual void activationForward(Act act, const void* x, DType xType, void* y, DType yType, size_t n) = 0;
+  // dx = dy * act'(z); z is the pre-activation (GELU) or either it or the output (ReLU).
+  virtual void activationBackward(Act act, const void* dy, DType dyType, const void* z, DType zType, void* dx,
+                                  DType dxType, size_t n) = 0;
+  // out[n] = sum over m of x[m, n], FP32 accumulation, stored in outType (bias gradients).
+  virtual void columnSum(const void* x, DType xType, int64_t M, int64_t N, void* out, DType outType) = 0;
+  virtual void softmaxCrossEntropy(const CrossEntropyArgs& args) = 0;
+  virtual void mseLoss(const MseArgs& args) = 0;
+  virtual void layerNormForward(const LayerNormArgs& args) = 0;
+  virtual void layerNormBackward(const LayerNormBackwardArgs& args) = 0;
+  // y = dropout_keep(seed, i, p) ? x / (1 - p) : 0 for i in [0, n). The backward is the same call
+  // on dy with the same seed (the mask is regenerated, never stored). p in [0, 1).
+  virtual void dropout(const void* x, DType xType, void* y, DType yType, size_t n, float p, uint64_t seed) = 0;
   virtual void synchronize() {}
 };
 

@@ -63,6 +63,23 @@ class CpuBackend final : public Backend {
   void accumulate(const void* g, DType t, float* acc, size_t n, bool overwrite) override {
     cpuAccumulate(g, t, acc, n, overwrite);
   }
+  void activationForward(Act act, const void* x, DType xt, void* y, DType yt, size_t n) override {
+    cpuActivationForward(act, x, xt, y, yt, n);
+  }
+  void activationBackward(Act act, const void* dy, DType dyt, const void* z, DType zt, void* dx, DType dxt,
+                          size_t n) override {
+    cpuActivationBackward(act, dy, dyt, z, zt, dx, dxt, n);
+  }
+  void columnSum(const void* x, DType xt, int64_t M, int64_t N, void* out, DType ot) override {
+    cpuColumnSum(x, xt, M, N, out, ot);
+  }
+  void softmaxCrossEntropy(const CrossEntropyArgs& a) override { cpuSoftmaxCrossEntropy(a); }
+  void mseLoss(const MseArgs& a) override { cpuMseLoss(a); }
+  void layerNormForward(const LayerNormArgs& a) override { cpuLayerNormForward(a); }
+  void layerNormBackward(const LayerNormBackwardArgs& a) override { cpuLayerNormBackward(a); }
+  void dropout(const void* x, DType xt, void* y, DType yt, size_t n, float p, uint64_t seed) override {
+    cpuDropout(x, xt, y, yt, n, p, seed);
+  }
 };
 
 }  // namespace

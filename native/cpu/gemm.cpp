@@ -2,10 +2,10 @@
 //
 //   for jc over N in NC-column blocks
 //     for pc over K in KC-deep blocks
-//       pack op(B)[pc, jc] into NR-column panels (shared, threads split the panels)
-//       threads split the MxNC block into rectangles; each, for ic over its rows in MC blocks:
-//         pack op(A)[ic, pc] into MR-row panels (per thread)
-//         for each NR panel, for each MR panel: MRxNR micro-kernel over KC
+//       threads share packing op(B)[pc, jc] into NR-column panels (KC x NC block, in L3)
+//       threads claim row x column items of the M x NC block; for each item:
+//         pack op(A)[rows, pc] into MR-row panels (MC x KC block, in L2, per thread)
+//         for each NR panel (in L1), for each MR panel: MR x NR micro-kernel over KC
 //
 // Packing converts F16 / BF16 operands to FP32 once per block, so the micro-kernel is a pure
 // FP32 FMA loop whatever the operand types, and it absorbs all four transpose combinations.
@@ -123,9 +123,10 @@ struct Epilogue {
   void* out; DType outType;
   int64_t N;  // row stride of C and out
   bool identity;  // alpha 1, no C, no bias, no activation, FP32 out: sums are the result
+  void* preAct; DType preActType;  // optional: the value before the activation (GELU's backward)
 };
 
-// One thread's share of one (jc, pc) block, for one MC row block.
+// One claimed item of a (jc, pc) block: a row range (its packed A) times a column range.
 struct TileJob {
   int64_t kc;
   bool firstK, lastK;
@@ -146,6 +147,7 @@ void epilogueRowScalar(const Epilogue& e, const float* sums, int64_t m, int64_t 
     float v = e.alpha * sums[j];
     if (e.beta != 0.0f) v += e.beta * load_f32(e.C, e.cType, base + j);  // C read before out
     if (e.bias) v += load_f32(e.bias, e.biasType, (size_t)(n + j));
+    if (e.preAct) store_f32(e.preAct, e.preActType, base + j, v);
     store_f32(e.out, e.outType, base + j, apply_act(e.act, v));
   }
 }
@@ -168,14 +170,31 @@ void packPanelsScalar(const Operand& op, int64_t p0, int64_t count, int64_t k0, 
     packPanelScalar(op, p0 + p, (int)std::min<int64_t>(width, count - p), k0, kc, width, out);
 }
 
-void microKernelScalar(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                       bool accumulate) {
-  float acc[kMR][kNR] = {};
-  for (int64_t k = 0; k < kc; ++k, a += kMR, b += kNR)
-    for (int i = 0; i < kMR; ++i)
-      for (int j = 0; j < kNR; ++j) acc[i][j] += a[i] * b[j];
-  for (int i = 0; i < kMR; ++i)
-    for (int j = 0; j < kNR; ++j) c[i * ldc + j] = accumulate ? c[i * ldc + j] + acc[i][j] : acc[i][j];
+// Portable C++ the compiler vectorises (SSE2 on baseline x86-64, NEON on arm64): three rows of
+// 16 accumulators at a time, two passes over the panel. All six rows at once is 24 vector
+// accumulators, which spills, and GCC then vectorises across rows instead (10x slower).
+constexpr int kScalarRows = 3;
+static_assert(kMR % kScalarRows == 0, "the portable kernel walks MR in groups of three rows");
+
+void microKernelScalar(int64_t kc, const float* __restrict a, const float* __restrict b,
+                       float* __restrict c, int64_t ldc, bool accumulate) {
+  for (int i0 = 0; i0 < kMR; i0 += kScalarRows) {
+    float acc0[kNR] = {}, acc1[kNR] = {}, acc2[kNR] = {};
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* bk = b + k * kNR;
+      const float a0 = a[k * kMR + i0], a1 = a[k * kMR + i0 + 1], a2 = a[k * kMR + i0 + 2];
+      for (int j = 0; j < kNR; ++j) {
+        acc0[j] += a0 * bk[j];
+        acc1[j] += a1 * bk[j];
+        acc2[j] += a2 * bk[j];
+      }
+    }
+    const float* rows[kScalarRows] = {acc0, acc1, acc2};
+    for (int r = 0; r < kScalarRows; ++r) {
+      float* dst = c + (i0 + r) * ldc;
+      for (int j = 0; j < kNR; ++j) dst[j] = (accumulate ? dst[j] : 0.0f) + rows[r][j];
+    }
+  }
 }
 
 struct ScalarIsa {
@@ -259,6 +278,7 @@ MP_TARGET_AVX2 void epilogueRowAvx2(const Epilogue& e, const float* sums, int64_
     __m256 v = _mm256_mul_ps(alpha, _mm256_loadu_ps(sums + j));
     if (e.beta != 0.0f) v = _mm256_add_ps(v, _mm256_mul_ps(beta, load8(e.C, e.cType, base + j)));
     if (e.bias) v = _mm256_add_ps(v, load8(e.bias, e.biasType, (size_t)(n + j)));
+    if (e.preAct) store8(e.preAct, e.preActType, base + j, v);
     store8(e.out, e.outType, base + j, applyActAvx2(e.act, v));
   }
   if (j < count) epilogueRowScalar(e, sums + j, m, n + j, count - j);
@@ -496,8 +516,8 @@ const Kernels kAvx2Kernels = {"avx2+fma+f16c", packPanelsAvx2, macroKernel<Avx2I
 
 std::atomic<bool> gForceScalar{false};
 
-bool cpuHasAvx2FmaF16c() {
 #if MP_GEMM_X86
+bool cpuHasAvx2FmaF16c() {
   static const bool has = [] {
     __builtin_cpu_init();
     // libgcc / compiler-rt also check that the OS saves YMM state before reporting AVX2.
@@ -505,10 +525,8 @@ bool cpuHasAvx2FmaF16c() {
            __builtin_cpu_supports("f16c");
   }();
   return has;
-#else
-  return false;
-#endif
 }
+#endif
 
 const Kernels& activeKernels() {
 #if MP_GEMM_X86
@@ -607,7 +625,10 @@ void runBlock(const GemmPlan& plan, int64_t jc, int64_t nc, int64_t pc, const Wo
   const int64_t kc = std::min(plan.kc, plan.K - pc);
   const int64_t panels = ceilDiv(nc, kNR);
   const int64_t packChunks = ceilDiv(panels, kPanelsPerPackChunk);
-  std::atomic<int64_t> nextPackChunk{0}, packedChunks{0}, nextItem{0};
+  // Separate cache lines: every claim would otherwise bounce the line holding all three.
+  alignas(64) std::atomic<int64_t> nextPackChunk{0};
+  alignas(64) std::atomic<int64_t> packedChunks{0};
+  alignas(64) std::atomic<int64_t> nextItem{0};
 
   TileJob base{};
   base.kc = kc;
@@ -662,7 +683,8 @@ void runGemm(const Kernels& kernels, const GemmArgs& g) {
   plan.b = operandB(g);
   plan.epilogue = {g.alpha, g.beta, g.C, g.cType, g.bias, g.biasType, g.act, g.out, g.outType, g.N,
                    g.alpha == 1.0f && g.beta == 0.0f && !g.bias && g.act == Act::None &&
-                       g.outType == DType::F32};
+                       g.outType == DType::F32 && !g.preAct,
+                   g.preAct, g.preActType};
 
   const size_t mn = (size_t)g.M * (size_t)g.N;
   const bool cOverlapsOut = g.beta != 0.0f && rangesOverlap(g.C, mn * dtype_size(g.cType), g.out,

@@ -8,19 +8,20 @@
 #include <exception>
 #include <mutex>
 #include <thread>
-#include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
 #include <immintrin.h>
 #define MP_CPU_RELAX() _mm_pause()
 #else
-#define MP_CPU_RELAX() std::this_thread::yield()
+#define MP_CPU_RELAX() ((void)0)
 #endif
 
 namespace mp {
 namespace {
 
 using ChunkFn = std::function<void(int64_t, int64_t)>;
+
+constexpr int kMaxThreads = 1024;  // chunk indices must fit the 16-bit fields of the claim word
 
 // Set on pool workers for their whole life and on the caller while it runs a job: a nested
 // parallelFor must not wait for workers that are busy running its own parent.
@@ -30,30 +31,42 @@ int threadCountFromEnvironment() {
   if (const char* env = getenv("MIXPREC_NUM_THREADS")) {
     char* end = nullptr;
     const long v = strtol(env, &end, 10);
-    if (end != env && *end == '\0' && v >= 1) return (int)std::min<long>(v, 1024);
+    if (end != env && *end == '\0' && v >= 1) return (int)std::min<long>(v, kMaxThreads);
   }
   const unsigned hw = std::thread::hardware_concurrency();
-  return hw == 0 ? 1 : (int)hw;
+  return hw == 0 ? 1 : (int)std::min<unsigned>(hw, kMaxThreads);
 }
 
-// Spinning first keeps back-to-back jobs (a GEMM issues several per call) from paying a futex
-// sleep/wake each; the budget bounds how long an idle core is burnt.
-template <class Ready>
-bool spinUntil(Ready ready, std::chrono::microseconds budget) {
-  const auto start = std::chrono::steady_clock::now();
-  for (uint32_t i = 1;; ++i) {
-    if (ready()) return true;
+// Waits for `ready`: first a short busy spin (a GEMM issues several jobs back to back, and a
+// futex sleep/wake per job would cost more than small jobs), then yielding, so that when the
+// machine is oversubscribed the thread we wait for can have this core, then blocking.
+template <class Ready, class Block>
+void waitUntil(Ready ready, std::chrono::microseconds yieldBudget, Block block) {
+  for (int i = 0; i < 2000; ++i) {
+    if (ready()) return;
     MP_CPU_RELAX();
-    if ((i & 255u) == 0 && std::chrono::steady_clock::now() - start > budget) return false;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  while (!ready()) {
+    std::this_thread::yield();
+    if (std::chrono::steady_clock::now() - start > yieldBudget) return block();
   }
 }
 
+// Chunks are claimed, not assigned: every thread, the caller included, takes chunk indices from
+// one atomic word until none are left. A worker that wakes up late (its core busy with another
+// process) then finds nothing to do, instead of the caller waiting for it to run its share.
+//
+// The claim word packs generation (32 bits) | chunk count (16) | next chunk (16), so a claim is
+// only granted for the job it was meant for: a stale worker's compare-exchange fails once the
+// next job is posted, and a granted claim proves the job is still live (its chunk is not done),
+// hence job_ and n_ are still that job's.
 class ThreadPool {
  public:
   explicit ThreadPool(int threads) {
     for (int w = 1; w < threads; ++w) {
       try {
-        std::thread(&ThreadPool::workerLoop, this, w).detach();
+        std::thread(&ThreadPool::workerLoop, this).detach();
       } catch (...) {
         break;  // the OS refused another thread: run with the ones we have
       }
@@ -65,56 +78,68 @@ class ThreadPool {
 
   // n >= 2 and size() >= 2; the caller holds callMutex.
   void run(int64_t n, const ChunkFn& fn) {
+    const int chunks = (int)std::min<int64_t>(size_, n);
     job_ = &fn;
     n_ = n;
-    chunks_ = (int)std::min<int64_t>(size_, n);
     error_ = nullptr;
-    // Every worker acknowledges every job, even one with no chunk for it: otherwise an idle
-    // worker could still be reading chunks_ of this job while the next job overwrites it.
-    pending_.store(size_ - 1, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    const uint32_t generation = ++lastGeneration_;
+    claim_.store(packClaim(generation, chunks, 0), std::memory_order_release);
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      generation_.fetch_add(1, std::memory_order_release);
+      generation_.store(generation, std::memory_order_release);
     }
     workCv_.notify_all();
-    runChunk(0);
-    waitForWorkers();
+
+    runClaimedChunks(generation);
+    auto allDone = [&] { return done_.load(std::memory_order_acquire) == chunks; };
+    waitUntil(allDone, std::chrono::microseconds(2000), [&] {
+      std::unique_lock<std::mutex> lock(mutex_);
+      doneCv_.wait(lock, allDone);
+    });
     if (error_) std::rethrow_exception(error_);
   }
 
   std::mutex callMutex;
 
  private:
-  void workerLoop(int index) {
+  static uint64_t packClaim(uint32_t generation, int chunks, int next) {
+    return (uint64_t)generation << 32 | (uint64_t)chunks << 16 | (uint64_t)next;
+  }
+
+  void workerLoop() {
     tlsInsideParallelFor = true;
-    uint64_t seen = 0;
+    uint32_t seen = 0;
     for (;;) {
-      waitForJobAfter(seen);
+      auto posted = [&] { return generation_.load(std::memory_order_acquire) != seen; };
+      waitUntil(posted, std::chrono::microseconds(200), [&] {
+        std::unique_lock<std::mutex> lock(mutex_);
+        workCv_.wait(lock, posted);
+      });
       seen = generation_.load(std::memory_order_acquire);
-      if (index < chunks_) runChunk(index);
-      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        doneCv_.notify_one();
-      }
+      runClaimedChunks(seen);
     }
   }
 
-  void waitForJobAfter(uint64_t seen) {
-    auto posted = [&] { return generation_.load(std::memory_order_acquire) != seen; };
-    if (spinUntil(posted, std::chrono::microseconds(200))) return;
-    std::unique_lock<std::mutex> lock(mutex_);
-    workCv_.wait(lock, posted);
+  void runClaimedChunks(uint32_t generation) {
+    uint64_t word = claim_.load(std::memory_order_acquire);
+    for (;;) {
+      const int chunks = (int)((word >> 16) & 0xffff), next = (int)(word & 0xffff);
+      if ((uint32_t)(word >> 32) != generation || next >= chunks) return;
+      if (!claim_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel,
+                                        std::memory_order_acquire))
+        continue;
+      runChunk(next, chunks);
+      if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        doneCv_.notify_all();
+      }
+      word = claim_.load(std::memory_order_acquire);
+    }
   }
 
-  void waitForWorkers() {
-    auto done = [&] { return pending_.load(std::memory_order_acquire) == 0; };
-    if (spinUntil(done, std::chrono::microseconds(500))) return;
-    std::unique_lock<std::mutex> lock(mutex_);
-    doneCv_.wait(lock, done);
-  }
-
-  void runChunk(int chunk) {
-    const int64_t begin = n_ * chunk / chunks_, end = n_ * (chunk + 1) / chunks_;
+  void runChunk(int chunk, int chunks) {
+    const int64_t begin = n_ * chunk / chunks, end = n_ * (chunk + 1) / chunks;
     try {
       if (begin < end) (*job_)(begin, end);
     } catch (...) {
@@ -126,11 +151,12 @@ class ThreadPool {
   int size_ = 1;
   const ChunkFn* job_ = nullptr;
   int64_t n_ = 0;
-  int chunks_ = 0;
+  uint32_t lastGeneration_ = 0;  // caller only
   std::exception_ptr error_;
   std::mutex errorMutex_;
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
+  alignas(64) std::atomic<uint64_t> claim_{0};
+  alignas(64) std::atomic<int> done_{0};
+  alignas(64) std::atomic<uint32_t> generation_{0};
   std::mutex mutex_;
   std::condition_variable workCv_, doneCv_;
 };

@@ -12,10 +12,12 @@ namespace mp {
 // std::thread::hardware_concurrency().
 int numThreads();
 
-// Calls fn(begin, end) on contiguous chunks covering [0, n), at most one chunk per thread; the
-// calling thread runs the first chunk. Returns when every chunk is done. The first exception a
-// chunk throws is rethrown here, after all chunks finished. A call made from inside a chunk, or
-// while another thread is inside parallelFor, runs serially on the calling thread.
+// Calls fn(begin, end) on contiguous chunks covering [0, n), at most numThreads() chunks, and
+// returns when every chunk is done. Chunks are claimed by idle pool threads and by the caller,
+// which runs any chunk no worker has started yet: never assume two chunks run at the same time
+// (no barriers between chunks); a chunk may share its thread with other chunks. The first
+// exception a chunk throws is rethrown here, after all chunks finished. A call made from inside
+// a chunk, or while another thread is inside parallelFor, runs serially on the calling thread.
 void parallelFor(int64_t n, const std::function<void(int64_t begin, int64_t end)>& fn);
 
 }  // namespace mp

@@ -86,7 +86,7 @@ MP_AMP_HD void loadVec(const uint16_t* p, uint16_t (&x)[8]) {  // 16 bytes
 // V floats (a multiple of 4) as V / 4 16-byte stores.
 template <int V>
 MP_AMP_HD void storeFloats(float* p, const float (&x)[V]) {
-MP_AMP_UNROLL
+  MP_AMP_UNROLL
   for (int j = 0; j < V; j += 4) *reinterpret_cast<float4*>(p + j) = make_float4(x[j], x[j + 1], x[j + 2], x[j + 3]);
 }
 
@@ -122,7 +122,7 @@ MP_AMP_HD void unscaleThread(size_t tid, size_t stride, const void* g, float* ou
   // x holds elements i0 .. i0 + V - 1 as stored.
   auto vector = [&](const S (&x)[V], size_t i0) {
     float u[V];
-MP_AMP_UNROLL
+    MP_AMP_UNROLL
     for (int k = 0; k < V; ++k) {
       u[k] = unscale_element(x, T, (size_t)k, invScale);
       sum = addSquare(sum, u[k]);
@@ -132,8 +132,8 @@ MP_AMP_UNROLL
   };
   const S* gs = static_cast<const S*>(g);
   for (size_t q = tid; q < sp.nvec; q += 2 * stride) {
-    // Both loads are issued before anything is stored (out32 may not alias g, but program order
-    // alone already makes this correct if it did).
+    // Both loads are issued before anything is stored: more bytes in flight, and an out32 that
+    // aliased g (in place) would still be read before it is written.
     const size_t q2 = q + stride;
     const bool second = q2 < sp.nvec;
     S a[V], b[V] = {};
@@ -178,7 +178,7 @@ MP_AMP_HD void optimizerThread(size_t tid, size_t stride, const OptimKernelArgs&
     loadVec(grad + i0, g);
     if (a.m) loadVec(a.m + i0, m);
     if (a.v) loadVec(a.v + i0, v);
-MP_AMP_UNROLL
+    MP_AMP_UNROLL
     for (int k = 0; k < 4; ++k) optimizer_element((size_t)k, p, w, W, g, G, m, v, a.config, s);
     storeVec(a.master + i0, p);
     if (a.m) storeVec(a.m + i0, m);
@@ -205,7 +205,7 @@ MP_AMP_HD void accumulateThread(size_t tid, size_t stride, const void* g, float*
     float y[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     loadVec(gs + i0, x);
     if (!overwrite) loadVec(acc + i0, y);
-MP_AMP_UNROLL
+    MP_AMP_UNROLL
     for (int k = 0; k < 4; ++k) {
       const float xk = load_f32(x, G, (size_t)k);
       y[k] = overwrite ? xk : y[k] + xk;
@@ -248,7 +248,9 @@ __device__ void commitBlock(float sum, bool bad, AmpState* state) {
       if (anyBad) atomicOr(&state->foundInf, 1);
       gBlockSums[blockIdx.x] = s;
       __threadfence();  // the block sum is visible device-wide before the count says so
-      lastBlock = atomicAdd(&gBlocksDone, 1u) == gridDim.x - 1;
+      const bool last = atomicAdd(&gBlocksDone, 1u) == gridDim.x - 1;
+      if (last) __threadfence();  // and, in the last block, every other block's sum after it
+      lastBlock = last;
     }
   }
   __syncthreads();

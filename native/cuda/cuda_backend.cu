@@ -12,6 +12,7 @@
 #include "amp.cuh"
 #include "check.cuh"
 #include "gemm.cuh"
+#include "nn.cuh"
 
 namespace mp {
 namespace {
@@ -255,7 +256,11 @@ class CudaBackend final : public Backend {
     // The kernels read C[i] and then write out[i] in the same thread, which is only safe when
     // C and out are the very same array; any other overlap (an offset view, another dtype over
     // the same bytes) would let one thread overwrite C that another has yet to read.
-    if (!cOverlapsOut || (args.C == args.out && args.cType == args.outType)) {
+    // The same holds for preAct, which the epilogue also writes.
+    const bool cOverlapsPreAct = args.beta != 0.0f && args.C != nullptr && args.preAct != nullptr &&
+                                 rangesOverlap(args.C, cBytes, args.preAct, outputs * dtype_size(args.preActType));
+    const bool preActSafe = !cOverlapsPreAct || (args.C == args.preAct && args.cType == args.preActType);
+    if (preActSafe && (!cOverlapsOut || (args.C == args.out && args.cType == args.outType))) {
       launchGemm(args, stream_, ccMajor_, ccMinor_);
       return;
     }
@@ -291,6 +296,48 @@ class CudaBackend final : public Backend {
     if (n == 0) return;
     useDevice();
     launchAccumulate(g, t, acc, n, overwrite, stream_, multiprocessors_);
+  }
+
+  // Layers and losses (kernels in nn.cu): asynchronous, on the stream; the loss and the correct
+  // count are written by the device into backend memory (no host round trip).
+  void activationForward(Act act, const void* x, DType xType, void* y, DType yType, size_t n) override {
+    if (n == 0) return;
+    useDevice();
+    launchActivationForward(act, x, xType, y, yType, n, stream_, multiprocessors_);
+  }
+  void activationBackward(Act act, const void* dy, DType dyType, const void* z, DType zType, void* dx,
+                          DType dxType, size_t n) override {
+    if (n == 0) return;
+    useDevice();
+    launchActivationBackward(act, dy, dyType, z, zType, dx, dxType, n, stream_, multiprocessors_);
+  }
+  void columnSum(const void* x, DType xType, int64_t M, int64_t N, void* out, DType outType) override {
+    if (N <= 0) return;
+    useDevice();
+    launchColumnSum(x, xType, M, N, out, outType, stream_);
+  }
+  void softmaxCrossEntropy(const CrossEntropyArgs& args) override {
+    useDevice();
+    launchSoftmaxCrossEntropy(args, stream_);
+  }
+  void mseLoss(const MseArgs& args) override {
+    useDevice();
+    launchMseLoss(args, stream_);
+  }
+  void layerNormForward(const LayerNormArgs& args) override {
+    if (args.M <= 0) return;
+    useDevice();
+    launchLayerNormForward(args, stream_, multiprocessors_);
+  }
+  void layerNormBackward(const LayerNormBackwardArgs& args) override {
+    if (args.N <= 0) return;
+    useDevice();
+    launchLayerNormBackward(args, stream_, multiprocessors_);
+  }
+  void dropout(const void* x, DType xType, void* y, DType yType, size_t n, float p, uint64_t seed) override {
+    if (n == 0) return;
+    useDevice();
+    launchDropout(x, xType, y, yType, n, p, seed, stream_, multiprocessors_);
   }
 
  private:

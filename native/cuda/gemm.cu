@@ -11,7 +11,8 @@
 //    FMA, 128x128x8 tile, 8x8 outputs per thread, operands of any dtype widened on load.
 //    This is also the FP32 baseline the benchmarks compare against.
 // Both share the epilogue (alpha, beta*C, bias, activation, store in outType through the shared
-// conversion helpers, so rounding matches the CPU backend) and never read outside A, B, C, bias.
+// conversion helpers, so rounding matches the CPU backend; optionally the pre-activation value
+// too, in preActType) and never read outside A, B, C, bias.
 #include "gemm.cuh"
 
 #include <limits.h>
@@ -30,11 +31,12 @@ struct GemmEpilogue {
   const void* bias; DType biasType;
   Act act;
   void* out; DType outType;
+  void* preAct; DType preActType;  // optional: the value before the activation
   int64_t M, N;
 };
 
-// C may alias out: each element is read and then written by the same thread, nothing else
-// touches it, so reading C first is enough.
+// C may alias out (or preAct): each element is read and then written by the same thread,
+// nothing else touches it, so reading C first is enough.
 __device__ __forceinline__ void storeOutput(const GemmEpilogue& ep, int64_t row, int64_t col, float acc) {
   if (row >= ep.M || col >= ep.N) return;
   const size_t index = (size_t)row * (size_t)ep.N + (size_t)col;
@@ -43,6 +45,9 @@ __device__ __forceinline__ void storeOutput(const GemmEpilogue& ep, int64_t row,
   float value = __fmul_rn(ep.alpha, acc);
   if (ep.beta != 0.0f) value = __fadd_rn(value, __fmul_rn(ep.beta, load_f32(ep.c, ep.cType, index)));
   if (ep.bias != nullptr) value = __fadd_rn(value, load_f32(ep.bias, ep.biasType, (size_t)col));
+  // The pre-activation (what GELU's backward needs), stored before out: when preAct is the very
+  // array out is, out's value (after the activation) is the one that stays.
+  if (ep.preAct != nullptr) store_f32(ep.preAct, ep.preActType, index, value);
   store_f32(ep.out, ep.outType, index, apply_act(ep.act, value));
 }
 
@@ -514,6 +519,7 @@ GemmEpilogue makeEpilogue(const GemmArgs& args) {
   ep.bias = args.bias; ep.biasType = args.biasType;
   ep.act = args.act;
   ep.out = args.out; ep.outType = args.outType;
+  ep.preAct = args.preAct; ep.preActType = args.preActType;
   ep.M = args.M; ep.N = args.N;
   return ep;
 }

@@ -49,7 +49,7 @@ Napi::Value Alloc(const Napi::CallbackInfo& info) {
     if (!info[0].IsString()) mp::fail("E_ARG", "device must be a string");
     Backend* be = mp::getBackend(info[0].As<Napi::String>().Utf8Value());
     size_t bytes = sizeArg(info, 1, "bytes");
-    auto* s = new Storage{be, nullptr, bytes};
+    auto* s = new Storage{be, nullptr, bytes, nullptr, {}};
     try {
       s->ptr = be->alloc(bytes);
     } catch (...) {
@@ -64,6 +64,22 @@ Napi::Value Alloc(const Napi::CallbackInfo& info) {
       try { releaseStorage(env, st); } catch (...) {}  // a finalizer must not throw
       delete st;
     });
+    ext.TypeTag(&kStorageTag);
+    return ext;
+  });
+}
+
+// view(handle, byteOffset, bytes) -> handle: a byte range of another handle's memory (no copy).
+Napi::Value View(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Storage* s = storageArg(info, 0);
+    size_t offset = sizeArg(info, 1, "byteOffset"), bytes = sizeArg(info, 2, "bytes");
+    if (offset % 2 != 0) mp::fail("E_ARG", "view: byteOffset must be even");
+    if (offset > s->bytes || bytes > s->bytes - offset) mp::fail("E_SHAPE", "view: range outside the storage");
+    Storage* root = s->base ? s->base : s;
+    auto* v = new Storage{s->backend, static_cast<char*>(s->ptr) + offset, bytes, root, {}};
+    v->keep = Napi::Persistent(s->base ? s->keep.Value() : info[0]);
+    auto ext = Napi::External<Storage>::New(info.Env(), v, [](Napi::Env, Storage* st) { delete st; });
     ext.TypeTag(&kStorageTag);
     return ext;
   });
@@ -194,14 +210,7 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
       if (d != 0 && d != 1 && d != 2) mp::fail("E_DTYPE", std::string("gemm: bad ") + k);
       return static_cast<DType>(static_cast<int>(d));
     };
-    auto handle = [&](const char* k) -> Storage* {
-      Napi::Value v = o.Get(k);
-      if (!v.IsExternal() || !v.As<Napi::Object>().CheckTypeTag(&kStorageTag))
-        mp::fail("E_ARG", std::string("gemm: ") + k + " is not a storage handle");
-      Storage* s = v.As<Napi::External<Storage>>().Data();
-      if (!s->ptr) mp::fail("E_DISPOSED", std::string("gemm: ") + k + " was disposed");
-      return s;
-    };
+    auto handle = [&](const char* k) { return storageField(o, k, "gemm"); };
     mp::GemmArgs g;
     g.M = dim("M"); g.N = dim("N"); g.K = dim("K");
     g.transA = o.Get("transA").ToBoolean(); g.transB = o.Get("transB").ToBoolean();
@@ -229,6 +238,13 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
       g.biasType = dtype("biasType");
       requireBytes(bias, N, g.biasType, "gemm bias");
       g.bias = bias->ptr;
+    }
+    Napi::Value preV = o.Get("preAct");
+    if (!preV.IsUndefined() && !preV.IsNull()) {
+      Storage* pre = sameBackend(handle("preAct"), be, "preAct");
+      g.preActType = dtype("preActType");
+      requireBytes(pre, M * N, g.preActType, "gemm preAct");
+      g.preAct = pre->ptr;
     }
     double act = num("act");
     if (act != 0 && act != 1 && act != 2) mp::fail("E_ARG", "gemm: bad activation code");
@@ -297,6 +313,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("backends", Napi::Function::New(env, Backends));
   exports.Set("alloc", Napi::Function::New(env, Alloc));
   exports.Set("release", Napi::Function::New(env, Release));
+  exports.Set("view", Napi::Function::New(env, View));
   exports.Set("upload", Napi::Function::New(env, Upload));
   exports.Set("download", Napi::Function::New(env, Download));
   exports.Set("writeBytes", Napi::Function::New(env, WriteBytes));
@@ -312,6 +329,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("bf16ToF32", Napi::Function::New(env, ToF32<mp::bf16_bits_to_f32>));
   exports.Set("setCpuGemmIsa", Napi::Function::New(env, SetCpuGemmIsa));
   registerAmp(env, exports);
+  registerNn(env, exports);
   return exports;
 }
 

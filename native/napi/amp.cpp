@@ -99,15 +99,7 @@ Napi::Value AmpFinalize(const Napi::CallbackInfo& info) {
 Napi::Value OptimizerStep(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     Napi::Object o = objectArg(info, 0, "optimizerStep args");
-    auto handle = [&](const char* k, bool optional) -> Storage* {
-      Napi::Value v = o.Get(k);
-      if (optional && (v.IsUndefined() || v.IsNull())) return nullptr;
-      if (!v.IsExternal() || !v.As<Napi::Object>().CheckTypeTag(&kStorageTag))
-        mp::fail("E_ARG", std::string("optimizerStep: ") + k + " is not a storage handle");
-      Storage* s = v.As<Napi::External<Storage>>().Data();
-      if (!s->ptr) mp::fail("E_DISPOSED", std::string("optimizerStep: ") + k + " was disposed");
-      return s;
-    };
+    auto handle = [&](const char* k, bool optional) { return storageField(o, k, "optimizerStep", optional); };
     mp::OptimStepArgs a;
     Napi::Value nv = o.Get("n");
     if (!nv.IsNumber() || nv.As<Napi::Number>().DoubleValue() < 0) mp::fail("E_ARG", "optimizerStep: n must be >= 0");

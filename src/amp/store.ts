@@ -109,6 +109,18 @@ export class ParameterStore {
     if (this.working && checked.length) native().cast(this.master.handle(), 0, this.working.handle(), dtypeCode(this.working.dtype), this.length);
   }
 
+  /** @internal The whole flat master buffer (padding included) as FP32. */
+  masterFlat(): Float32Array {
+    return native().download(this.master.handle(), 0, this.length);
+  }
+
+  /** @internal Sets the whole flat master buffer (checkpoints) and refreshes the working copy. */
+  loadMasterFlat(values: Float32Array): void {
+    if (values.length !== this.length) throw new MixprecError('E_SHAPE', `store holds ${this.length} values, got ${values.length}`);
+    native().upload(this.master.handle(), values, 0);
+    if (this.working) native().cast(this.master.handle(), 0, this.working.handle(), dtypeCode(this.working.dtype), this.length);
+  }
+
   /** Sets gradients by name from FP32 values, converted to the gradient dtype with RNE and taken as already scaled. */
   loadGradients(entries: readonly NamedValues[]): void {
     const code = dtypeCode(this.gradDtype);

@@ -1,0 +1,421 @@
+// The Trainer: mixed-precision training steps over a Sequential model — forward in the compute
+// precision, the loss in FP32 with the loss scale fused into its backward, backward, then the
+// fused unscale / check / clip / optimizer / scale-update step — plus fit / evaluate, LR
+// schedules, and checkpoints (save / load / continue bitwise identically).
+import { types } from 'node:util';
+import { GradScaler, GradScalerOptions, GradScalerStateDict } from '../amp/grad_scaler';
+import { ParameterStore, Precision, PRECISIONS } from '../amp/store';
+import type { Device } from '../backends';
+import { batches, Dataset } from '../data';
+import { DType, dtypeCode } from '../dtype';
+import { MixprecError } from '../errors';
+import { native } from '../native';
+import { adam, adamw, AdamOptions, Optimizer, OptimizerKind, sgd, SGDOptions } from '../optim';
+import { hash32 } from '../rng';
+import { empty, int32Storage, Tensor, tensor } from '../tensor';
+import type { StorageHandle } from '../../binding';
+import { ModelConfig, Sequential } from '../nn/sequential';
+import { readCheckpointFile, writeCheckpointFile } from './checkpoint_file';
+import { checkSchedule, LrSchedule, lrAt } from './schedule';
+
+export type LossKind = 'softmaxCrossEntropy' | 'mse';
+export type OptimizerSpec = Optimizer | OptimizerKind | ({ type: 'sgd' } & SGDOptions) | ({ type: 'adam' | 'adamw' } & AdamOptions);
+
+export interface TrainerOptions {
+  optimizer?: OptimizerSpec;
+  loss?: LossKind;
+  /** Cross-entropy label smoothing (PyTorch's label_smoothing). */
+  labelSmoothing?: number;
+  precision?: Precision;
+  /** 'dynamic' (default for fp16), 'none' (default for bf16 / fp32), a static scale, or GradScaler options. */
+  lossScale?: 'dynamic' | 'none' | number | GradScalerOptions;
+  /** Clip the global gradient norm to this (0: off). */
+  maxGradNorm?: number;
+  /** Micro-batches per optimizer step: each step's batch is split into this many, gradients accumulated in FP32. */
+  gradAccumulation?: number;
+  lrSchedule?: LrSchedule;
+  device?: Device | 'auto';
+  seed?: number;
+}
+
+export interface StepInfo { loss: number; skipped: boolean; scale: number; gradNorm: number; lr: number }
+export interface EpochInfo { epoch: number; loss: number; steps: number; skippedSteps: number; scale: number; minScale: number; seconds: number; samplesPerSecond: number }
+export interface FitOptions {
+  epochs: number;
+  batchSize: number;
+  shuffle?: boolean;
+  callbacks?: {
+    onStep?: (info: StepInfo & { step: number; epoch: number; batch: number; batches: number }) => void | Promise<void>;
+    onEpochEnd?: (info: EpochInfo) => void | Promise<void>;
+  };
+}
+
+const LOW: Record<Precision, DType> = { fp32: 'float32', fp16: 'float16', bf16: 'bfloat16' };
+const CHECKPOINT_KIND = 'mixprec.Trainer';
+
+function makeOptimizer(spec: OptimizerSpec | undefined): Optimizer {
+  if (spec instanceof Optimizer) return spec;
+  if (spec === undefined || typeof spec === 'string') {
+    const kind = spec ?? 'adam';
+    if (kind === 'sgd') return sgd();
+    if (kind === 'adam') return adam();
+    if (kind === 'adamw') return adamw();
+    throw new MixprecError('E_ARG', `optimizer must be 'sgd', 'adam' or 'adamw' (got ${String(kind)})`);
+  }
+  if (typeof spec !== 'object' || spec === null) throw new MixprecError('E_ARG', 'optimizer must be an Optimizer, a name, or { type, ...options }');
+  const { type, ...opts } = spec as { type: unknown } & Record<string, unknown>;
+  if (type === 'sgd') return sgd(opts as SGDOptions);
+  if (type === 'adam') return adam(opts as AdamOptions);
+  if (type === 'adamw') return adamw(opts as AdamOptions);
+  throw new MixprecError('E_ARG', `optimizer.type must be 'sgd', 'adam' or 'adamw' (got ${String(type)})`);
+}
+
+function makeScaler(lossScale: TrainerOptions['lossScale'], precision: Precision): GradScaler {
+  if (lossScale === undefined) return new GradScaler(precision === 'fp16' ? {} : { enabled: false });
+  if (lossScale === 'dynamic') return new GradScaler();
+  if (lossScale === 'none') return new GradScaler({ enabled: false });
+  if (typeof lossScale === 'number') {
+    if (!(lossScale > 0) || !Number.isFinite(lossScale)) throw new MixprecError('E_ARG', 'lossScale must be > 0');
+    return GradScaler.static(lossScale);
+  }
+  if (typeof lossScale === 'object' && lossScale !== null) return new GradScaler(lossScale);
+  throw new MixprecError('E_ARG', "lossScale must be 'dynamic', 'none', a number or GradScaler options");
+}
+
+const TRAINER_KEYS = ['optimizer', 'loss', 'labelSmoothing', 'precision', 'lossScale', 'maxGradNorm', 'gradAccumulation', 'lrSchedule', 'device', 'seed'];
+
+export class Trainer {
+  readonly model: Sequential;
+  readonly store: ParameterStore;
+  readonly optimizer: Optimizer;
+  readonly scaler: GradScaler;
+  readonly precision: Precision;
+  readonly loss: LossKind;
+  readonly options: Readonly<Required<Omit<TrainerOptions, 'optimizer' | 'lossScale' | 'device'>>> & { device: Device };
+  #baseLr: number;
+  #iteration = 0;
+  #epoch = 0;
+  #batchInEpoch = 0;
+  #stopRequested = false;
+  #metrics: Tensor;
+  #labels: { handle: StorageHandle; capacity: number } | null = null;
+  #input: Tensor | null = null;
+
+  constructor(model: Sequential, opts: TrainerOptions = {}) {
+    if (!(model instanceof Sequential)) throw new MixprecError('E_ARG', 'Trainer needs a model from mixprec.sequential([...])');
+    if (typeof opts !== 'object' || opts === null) throw new MixprecError('E_ARG', 'Trainer options must be an object');
+    for (const k of Object.keys(opts)) if (!TRAINER_KEYS.includes(k)) throw new MixprecError('E_ARG', `unknown Trainer option '${k}'`);
+    const precision = opts.precision ?? 'fp16';
+    if (!PRECISIONS.includes(precision)) throw new MixprecError('E_ARG', `precision must be 'fp32', 'fp16' or 'bf16'`);
+    const loss = opts.loss ?? 'softmaxCrossEntropy';
+    if (loss !== 'softmaxCrossEntropy' && loss !== 'mse') throw new MixprecError('E_ARG', `loss must be 'softmaxCrossEntropy' or 'mse'`);
+    const labelSmoothing = opts.labelSmoothing ?? 0;
+    if (typeof labelSmoothing !== 'number' || !(labelSmoothing >= 0 && labelSmoothing <= 1)) throw new MixprecError('E_ARG', 'labelSmoothing must be in [0, 1]');
+    const maxGradNorm = opts.maxGradNorm ?? 0;
+    if (typeof maxGradNorm !== 'number' || !(maxGradNorm >= 0) || !Number.isFinite(maxGradNorm)) throw new MixprecError('E_ARG', 'maxGradNorm must be a finite number >= 0');
+    const gradAccumulation = opts.gradAccumulation ?? 1;
+    if (!Number.isSafeInteger(gradAccumulation) || gradAccumulation < 1) throw new MixprecError('E_ARG', 'gradAccumulation must be a positive integer');
+    const seed = opts.seed ?? 0;
+    if (!Number.isSafeInteger(seed) || seed < 0) throw new MixprecError('E_ARG', 'seed must be a non-negative integer');
+    const lrSchedule = checkSchedule(opts.lrSchedule);
+    const optimizer = makeOptimizer(opts.optimizer);
+    const scaler = makeScaler(opts.lossScale, precision);
+    this.store = model.bind(precision, opts.device ?? 'auto');
+    this.model = model;
+    this.optimizer = optimizer;
+    this.scaler = scaler;
+    this.precision = precision;
+    this.loss = loss;
+    this.#baseLr = optimizer.lr;
+    this.options = Object.freeze({ loss, labelSmoothing, precision, maxGradNorm, gradAccumulation, lrSchedule, seed, device: this.store.device });
+    // Per micro-batch: FP32 loss and int32 correct count (8 bytes each).
+    this.#metrics = empty([2 * gradAccumulation], { dtype: 'float32', device: this.store.device });
+  }
+
+  get device(): Device { return this.store.device; }
+  /** The optimizer's learning rate before the schedule. */
+  get baseLr(): number { return this.#baseLr; }
+  /** Optimizer steps attempted (applied or skipped). */
+  get iteration(): number { return this.#iteration; }
+  /** Completed epochs (fit). */
+  get epoch(): number { return this.#epoch; }
+  get computeDtype(): DType { return LOW[this.precision]; }
+
+  /** Ask fit() to stop after the current step. */
+  stop(): void { this.#stopRequested = true; }
+
+  /**
+   * Forward + loss + backward on a batch, without an optimizer step: leaves the gradients (times
+   * the current loss scale) in `store.grads` — or, with gradAccumulation > 1, accumulated in FP32.
+   * Returns the batch-mean loss (FP32). x [batch, inputs]; y class labels (Int32Array) or targets (mse).
+   */
+  async backward(x: Tensor, y: Int32Array | Tensor): Promise<number> {
+    const B = this.#checkBatch(x, y);
+    const N = this.options.gradAccumulation;
+    if (B < N) throw new MixprecError('E_ARG', `batch of ${B} cannot be split into ${N} micro-batches`);
+    const S = this.scaler.scale;
+    const xin = this.#inputIn(x);
+    const labels = y instanceof Tensor ? null : this.#labelsOnDevice(y);
+    const stepSeed = hash32(this.options.seed, this.#iteration);
+    let start = 0;
+    for (let k = 0; k < N; k++) {
+      const Bk = Math.floor(B / N) + (k < B % N ? 1 : 0);
+      const xk = N === 1 ? xin : xin.view(start * this.model.inFeatures, [Bk, this.model.inFeatures]);
+      const ctx = { training: true, seed: hash32(stepSeed, k) };
+      const out = this.model.forward(xk, ctx);
+      const dout = this.#scratch('dlogits', [Bk, this.model.outFeatures]);
+      // The loss gradient carries the loss scale (fused) and this micro-batch's share of the batch mean.
+      this.#lossOp(out, y, labels, start, Bk, k, S * (Bk / B), dout);
+      this.model.backward(dout, ctx);
+      if (N > 1) this.store.accumulate();
+      start += Bk;
+    }
+    return this.#readLoss(B, N).loss;
+  }
+
+  /** One optimizer step on a batch: backward, then the fused unscale / check / clip / optimizer / scale update. */
+  async step(x: Tensor, y: Int32Array | Tensor): Promise<StepInfo> {
+    const lr = lrAt(this.options.lrSchedule, this.#baseLr, this.#iteration);
+    this.optimizer.lr = lr;
+    const loss = await this.backward(x, y);
+    const r = this.scaler.step(this.store, this.optimizer, { maxNorm: this.options.maxGradNorm, update: true });
+    this.#iteration += 1;
+    return { loss, skipped: r.skipped, scale: r.scale, gradNorm: r.gradNorm, lr };
+  }
+
+  /** Mean loss (and accuracy for cross-entropy) over a dataset, in eval mode (no dropout, no gradients). */
+  async evaluate(data: Dataset, opts: { batchSize?: number } = {}): Promise<{ loss: number; accuracy?: number }> {
+    const batchSize = opts.batchSize ?? 1000;
+    let lossSum = 0, correct = 0;
+    for (const b of batches(data, { batchSize, shuffle: false })) {
+      const x = tensor(b.x, [b.size, data.features], { dtype: this.computeDtype, device: this.device });
+      const y = types.isInt32Array(b.y) ? b.y : tensor(b.y, [b.size, this.model.outFeatures], { device: this.device });
+      this.#checkBatch(x, y);
+      const labels = y instanceof Tensor ? null : this.#labelsOnDevice(y);
+      const out = this.model.forward(x, { training: false, seed: 0 });
+      this.#lossOp(out, y, labels, 0, b.size, 0, 1, null);
+      const m = this.#readLoss(b.size, 1);
+      lossSum += m.loss * b.size;
+      correct += m.correct;
+      x.dispose();
+      if (y instanceof Tensor) y.dispose();
+      await new Promise((r) => setImmediate(r));
+    }
+    const result: { loss: number; accuracy?: number } = { loss: lossSum / data.n };
+    if (this.loss === 'softmaxCrossEntropy') result.accuracy = correct / data.n;
+    return result;
+  }
+
+  /** Trains `epochs` epochs (finishing a partly done one first, after a load). The event loop stays live between steps. */
+  async fit(data: Dataset, opts: FitOptions): Promise<EpochInfo[]> {
+    if (typeof opts !== 'object' || opts === null) throw new MixprecError('E_ARG', 'fit options must be an object');
+    const { epochs, batchSize, shuffle = true, callbacks = {} } = opts;
+    if (!Number.isSafeInteger(epochs) || epochs < 0) throw new MixprecError('E_ARG', 'epochs must be a non-negative integer');
+    if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new MixprecError('E_ARG', 'batchSize must be a positive integer');
+    if (data.features !== this.model.inFeatures) throw new MixprecError('E_SHAPE', `data has ${data.features} features, the model takes ${this.model.inFeatures}`);
+    this.#stopRequested = false;
+    const history: EpochInfo[] = [];
+    const nBatches = Math.ceil(data.n / batchSize);
+    for (let e = 0; e < epochs && !this.#stopRequested; e++) {
+      const t0 = process.hrtime.bigint();
+      let lossSum = 0, steps = 0, skipped = 0, minScale = this.scaler.scale, samples = 0;
+      let index = 0;
+      for (const b of batches(data, { batchSize, shuffle, seed: this.options.seed, epoch: this.#epoch })) {
+        if (index++ < this.#batchInEpoch) continue; // resuming mid-epoch
+        const x = tensor(b.x, [b.size, data.features], { dtype: this.computeDtype, device: this.device });
+        const y = types.isInt32Array(b.y) ? b.y : tensor(b.y, [b.size, this.model.outFeatures], { device: this.device });
+        const info = await this.step(x, y);
+        x.dispose();
+        if (y instanceof Tensor) y.dispose();
+        this.#batchInEpoch = index;
+        steps++;
+        samples += b.size;
+        if (info.skipped) skipped++;
+        else lossSum += info.loss;
+        minScale = Math.min(minScale, info.scale);
+        await callbacks.onStep?.({ ...info, step: this.#iteration, epoch: this.#epoch, batch: index, batches: nBatches });
+        await new Promise((r) => setImmediate(r)); // keep the event loop live (progress bars, Ctrl-C)
+        if (this.#stopRequested) break;
+      }
+      if (this.#batchInEpoch < nBatches) break; // stopped mid-epoch: the epoch is not complete
+      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+      const info: EpochInfo = {
+        epoch: this.#epoch + 1, loss: lossSum / Math.max(1, steps - skipped), steps, skippedSteps: skipped,
+        scale: this.scaler.scale, minScale, seconds, samplesPerSecond: samples / seconds,
+      };
+      this.#epoch += 1;
+      this.#batchInEpoch = 0;
+      history.push(info);
+      await callbacks.onEpochEnd?.(info);
+    }
+    return history;
+  }
+
+  /** Writes a checkpoint atomically: masters, optimizer state, scaler state, step, epoch, seed, precision, model config. */
+  async save(path: string): Promise<void> {
+    const opt = this.optimizer.stateDict();
+    const header = {
+      kind: CHECKPOINT_KIND,
+      version: 1,
+      model: this.model.config,
+      options: { ...this.options, baseLr: this.#baseLr },
+      optimizer: { kind: opt.kind, hyper: opt.hyper, step: opt.step },
+      scaler: this.scaler.stateDict(),
+      iteration: this.#iteration,
+      epoch: this.#epoch,
+      batchInEpoch: this.#batchInEpoch,
+      storeLength: this.store.length,
+    };
+    const tensors: Record<string, Float32Array> = { master: this.store.masterFlat() };
+    if (opt.m) tensors.m = opt.m;
+    if (opt.v) tensors.v = opt.v;
+    await writeCheckpointFile(path, header, tensors);
+  }
+
+  /** A ready Trainer (with its model) from a checkpoint. `device` overrides the saved one. */
+  static async load(path: string, opts: { device?: Device | 'auto' } = {}): Promise<Trainer> {
+    const { header: h, tensors } = await readCheckpointFile(path);
+    if (h?.kind !== CHECKPOINT_KIND) throw new MixprecError('E_CHECKPOINT', `${path} is not a mixprec Trainer checkpoint`);
+    if (h.version !== 1) throw new MixprecError('E_CHECKPOINT', `${path}: Trainer checkpoint version ${String(h.version)} is not supported (expected 1)`);
+    const model = Sequential.fromConfig(h.model as ModelConfig);
+    const o = h.options;
+    const optimizer = makeOptimizer({ type: h.optimizer.kind } as OptimizerSpec);
+    const trainer = new Trainer(model, {
+      optimizer, loss: o.loss, labelSmoothing: o.labelSmoothing, precision: o.precision, maxGradNorm: o.maxGradNorm,
+      gradAccumulation: o.gradAccumulation, lrSchedule: o.lrSchedule, seed: o.seed, device: opts.device ?? o.device,
+      lossScale: { enabled: true },
+    });
+    trainer.#restore(h, tensors, path);
+    return trainer;
+  }
+
+  /** Loads a checkpoint of the same model into this trainer (a different model is E_CHECKPOINT). */
+  async restore(path: string): Promise<void> {
+    const { header: h, tensors } = await readCheckpointFile(path);
+    if (h?.kind !== CHECKPOINT_KIND || h.version !== 1) throw new MixprecError('E_CHECKPOINT', `${path} is not a version-1 mixprec Trainer checkpoint`);
+    if (JSON.stringify(h.model) !== JSON.stringify(this.model.config))
+      throw new MixprecError('E_CHECKPOINT', `${path} holds a different model (${JSON.stringify(h.model.layers)}) than this trainer's`);
+    this.#restore(h, tensors, path);
+  }
+
+  /** Frees the model's store, activations and the trainer's buffers. */
+  dispose(): void {
+    this.model.dispose();
+    this.optimizer.dispose();
+    this.#metrics.dispose();
+    this.#input?.dispose();
+    if (this.#labels) native().release(this.#labels.handle);
+    for (const t of this.#scratchMap.values()) t.dispose();
+  }
+
+  // --- internals ---
+
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  #restore(h: any, tensors: Record<string, Float32Array | Int32Array | Uint8Array>, path: string): void {
+    const master = tensors.master;
+    const isF32 = (t: unknown): t is Float32Array => Object.prototype.toString.call(t) === '[object Float32Array]';
+    if (!isF32(master) || h.storeLength !== this.store.length || master.length !== this.store.length)
+      throw new MixprecError('E_CHECKPOINT', `${path}: parameters do not match the model (${master?.length} values, model has ${this.store.length})`);
+    for (const k of ['m', 'v'] as const)
+      if (tensors[k] !== undefined && (!isF32(tensors[k]) || tensors[k].length !== this.store.length))
+        throw new MixprecError('E_CHECKPOINT', `${path}: optimizer state '${k}' does not match the model`);
+    if (h.optimizer?.kind !== this.optimizer.kind) throw new MixprecError('E_CHECKPOINT', `${path}: optimizer is '${h.optimizer?.kind}', this trainer's is '${this.optimizer.kind}'`);
+    // Validate everything that can fail before changing anything.
+    const probe = new GradScaler();
+    probe.loadStateDict(h.scaler as GradScalerStateDict);
+    for (const k of ['iteration', 'epoch', 'batchInEpoch'])
+      if (!Number.isSafeInteger(h[k]) || h[k] < 0) throw new MixprecError('E_CHECKPOINT', `${path}: bad ${k}`);
+    try {
+      this.optimizer.loadStateDict({ kind: h.optimizer.kind, hyper: h.optimizer.hyper, step: h.optimizer.step, m: tensors.m as Float32Array | undefined, v: tensors.v as Float32Array | undefined }, this.device);
+    } catch (e) {
+      throw new MixprecError('E_CHECKPOINT', `${path}: ${(e as Error).message}`);
+    }
+    this.scaler.loadStateDict(h.scaler as GradScalerStateDict);
+    this.store.loadMasterFlat(master);
+    this.#baseLr = typeof h.options?.baseLr === 'number' ? h.options.baseLr : this.optimizer.lr;
+    this.#iteration = h.iteration;
+    this.#epoch = h.epoch;
+    this.#batchInEpoch = h.batchInEpoch;
+  }
+
+  #scratchMap = new Map<string, Tensor>();
+  #scratch(key: string, shape: number[]): Tensor {
+    const t = this.#scratchMap.get(key);
+    if (t && t.shape[0] === shape[0] && t.shape[1] === shape[1]) return t;
+    t?.dispose();
+    const fresh = empty(shape, { dtype: this.computeDtype, device: this.device });
+    this.#scratchMap.set(key, fresh);
+    return fresh;
+  }
+
+  #checkBatch(x: Tensor, y: Int32Array | Tensor): number {
+    if (!(x instanceof Tensor)) throw new MixprecError('E_ARG', 'x must be a Tensor [batch, inputs]');
+    if (x.shape.length !== 2 || x.shape[1] !== this.model.inFeatures || x.shape[0] < 1)
+      throw new MixprecError('E_SHAPE', `x must be [batch, ${this.model.inFeatures}], got [${x.shape.join(', ')}]`);
+    if (x.device !== this.device) throw new MixprecError('E_DEVICE', `x is on ${x.device}, the trainer on ${this.device}`);
+    const B = x.shape[0], C = this.model.outFeatures;
+    if (this.loss === 'softmaxCrossEntropy') {
+      if (Object.prototype.toString.call(y) !== '[object Int32Array]') throw new MixprecError('E_ARG', 'cross-entropy needs y as an Int32Array of class labels');
+      const labels = y as Int32Array;
+      if (labels.length !== B) throw new MixprecError('E_SHAPE', `${labels.length} labels for a batch of ${B}`);
+      for (let i = 0; i < B; i++)
+        if (!(labels[i] >= 0 && labels[i] < C)) throw new MixprecError('E_DATA', `label ${labels[i]} at ${i} is outside [0, ${C})`);
+    } else {
+      if (!(y instanceof Tensor)) throw new MixprecError('E_ARG', 'mse needs y as a Tensor [batch, outputs]');
+      if (y.shape.length !== 2 || y.shape[0] !== B || y.shape[1] !== C) throw new MixprecError('E_SHAPE', `y must be [${B}, ${C}], got [${y.shape.join(', ')}]`);
+      if (y.device !== this.device) throw new MixprecError('E_DEVICE', `y is on ${y.device}, the trainer on ${this.device}`);
+    }
+    return B;
+  }
+
+  /** x in the compute dtype (cast once when it comes in another dtype). */
+  #inputIn(x: Tensor): Tensor {
+    if (x.dtype === this.computeDtype) return x;
+    this.#input?.dispose();
+    this.#input = x.cast(this.computeDtype);
+    return this.#input;
+  }
+
+  #labelsOnDevice(y: Int32Array): StorageHandle {
+    if (!this.#labels || this.#labels.capacity < y.length) {
+      if (this.#labels) native().release(this.#labels.handle);
+      this.#labels = { handle: int32Storage(y, this.device), capacity: y.length };
+    } else {
+      native().writeBytes(this.#labels.handle, new Uint8Array(y.buffer, y.byteOffset, y.byteLength));
+    }
+    return this.#labels.handle;
+  }
+
+  /** The loss of rows [start, start + Bk) into metrics slot k; its gradient (x scale) into dout. */
+  #lossOp(out: Tensor, y: Int32Array | Tensor, labels: StorageHandle | null, start: number, Bk: number, k: number, scale: number, dout: Tensor | null): void {
+    const n = native();
+    const C = this.model.outFeatures;
+    if (labels) {
+      n.softmaxCrossEntropy({
+        logits: out.handle(), logitsType: dtypeCode(out.dtype), labels: start ? n.view(labels, start * 4, Bk * 4) : labels, B: Bk, C,
+        smoothing: this.options.labelSmoothing, lossScale: scale, dlogits: dout?.handle(), dType: dout ? dtypeCode(dout.dtype) : undefined,
+        metrics: this.#metrics.handle(), lossOffset: 8 * k, correctOffset: 8 * k + 4,
+      });
+    } else {
+      const t = (y as Tensor).view(start * C, [Bk, C]);
+      n.mseLoss({
+        pred: out.handle(), predType: dtypeCode(out.dtype), target: t.handle(), targetType: dtypeCode(t.dtype), n: Bk * C, lossScale: scale,
+        dpred: dout?.handle(), dType: dout ? dtypeCode(dout.dtype) : undefined, metrics: this.#metrics.handle(), lossOffset: 8 * k,
+      });
+    }
+  }
+
+  /** Reads the metrics of N micro-batches of a batch of B: the batch-mean loss and the correct count. */
+  #readLoss(B: number, N: number): { loss: number; correct: number } {
+    const bytes = native().readBytes(this.#metrics.handle(), 8 * N);
+    const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    let loss = 0, correct = 0, start = 0;
+    for (let k = 0; k < N && start < B; k++) {
+      const Bk = Math.floor(B / N) + (k < B % N ? 1 : 0);
+      loss += dv.getFloat32(8 * k, true) * (Bk / B);
+      if (this.loss === 'softmaxCrossEntropy') correct += dv.getInt32(8 * k + 4, true);
+      start += Bk;
+    }
+    return { loss, correct };
+  }
+}

@@ -1,0 +1,153 @@
+// The Trainer end to end on the CPU (the oracle backend): real MNIST converges, fp16 tracks fp32,
+// checkpoints continue bitwise, schedules, accumulation, stop, and typed errors.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as mixprec from '../src';
+import { lrAt } from '../src/train/schedule';
+import { makeRng } from './helpers/random';
+
+const rng = makeRng('trainer.test');
+const { train: fullTrain, test: fullTest } = mixprec.data.loadMnist();
+function subset(ds: mixprec.data.Dataset, n: number, from = 0): mixprec.data.Dataset {
+  return { ...ds, n, x: ds.x.slice(from * ds.features, (from + n) * ds.features), y: (ds.y as Int32Array).slice(from, from + n) };
+}
+const train = subset(fullTrain, 4000);
+const test_ = subset(fullTest, 1000);
+
+const mlp = (seed: number, hidden = 64) => mixprec.sequential([mixprec.layers.linear(784, hidden, { activation: 'relu' }), mixprec.layers.linear(hidden, 10)], { seed });
+const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'mixprec-trainer-'));
+const codeOf = async (f: () => unknown) => {
+  try { await f(); } catch (e) { expect(e).toBeInstanceOf(mixprec.MixprecError); return (e as mixprec.MixprecError).code; }
+  return 'no error';
+};
+
+describe('MNIST subset (4000 train / 1000 test, 2 epochs)', () => {
+  const results: Record<string, number> = {};
+  for (const precision of ['fp32', 'fp16', 'bf16'] as const) {
+    test(`${precision} converges`, async () => {
+      const t = new mixprec.Trainer(mlp(7), { precision, device: 'cpu', seed: 1, optimizer: { type: 'adam', lr: 2e-3 } });
+      const hist = await t.fit(train, { epochs: 2, batchSize: 64 });
+      expect(hist).toHaveLength(2);
+      expect(hist[1].loss).toBeLessThan(hist[0].loss);
+      const ev = await t.evaluate(test_);
+      results[precision] = ev.accuracy!;
+      expect(ev.accuracy).toBeGreaterThan(0.85);
+      if (precision === 'fp16') expect(t.scaler.enabled).toBe(true); // dynamic scaling by default for fp16
+      else expect(t.scaler.enabled).toBe(false);
+      t.dispose();
+    });
+  }
+  test('fp16 and bf16 end within 2 points of fp32 at the same seed', () => {
+    expect(Math.abs(results.fp16 - results.fp32)).toBeLessThan(0.02);
+    expect(Math.abs(results.bf16 - results.fp32)).toBeLessThan(0.02);
+  });
+});
+
+test('save -> load -> continue gives bitwise the same parameters, optimizer and scaler state as training straight through', async () => {
+  const dir = tmp();
+  const opts = { precision: 'fp16' as const, device: 'cpu' as const, seed: 5, maxGradNorm: 1, lossScale: { initScale: 2 ** 10, growthInterval: 3 }, lrSchedule: { type: 'cosine' as const, totalSteps: 40, warmupSteps: 3 } };
+  const batch = (i: number) => {
+    const s = subset(fullTrain, 32, 100 + 32 * i);
+    return { x: mixprec.tensor(s.x, [32, 784], { device: 'cpu' }), y: s.y as Int32Array };
+  };
+  const a = new mixprec.Trainer(mlp(11, 48), opts);
+  for (let i = 0; i < 6; i++) await a.step(batch(i).x, batch(i).y);
+  const file = path.join(dir, 'ckpt.mpk');
+  await a.save(file);
+  for (let i = 6; i < 12; i++) await a.step(batch(i).x, batch(i).y);
+  const b = await mixprec.Trainer.load(file);
+  expect(b.iteration).toBe(6);
+  for (let i = 6; i < 12; i++) await b.step(batch(i).x, batch(i).y);
+  expect(b.model.parameters()).toEqual(a.model.parameters());
+  expect(b.optimizer.stateDict()).toEqual(a.optimizer.stateDict());
+  expect(b.scaler.stateDict()).toEqual(a.scaler.stateDict());
+  expect(b.store.workingParameters()).toEqual(a.store.workingParameters());
+  a.dispose();
+  b.dispose();
+});
+
+test('fit resumes mid-epoch from a checkpoint and ends where an uninterrupted fit ends', async () => {
+  const dir = tmp();
+  const small = subset(fullTrain, 640);
+  const opts = { precision: 'bf16' as const, device: 'cpu' as const, seed: 9, optimizer: 'adamw' as const };
+  const a = new mixprec.Trainer(mlp(3, 32), opts);
+  await a.fit(small, { epochs: 2, batchSize: 64 });
+  const b = new mixprec.Trainer(mlp(3, 32), opts);
+  const file = path.join(dir, 'mid.mpk');
+  await b.fit(small, { epochs: 2, batchSize: 64, callbacks: { onStep: (s) => { if (s.step === 13) b.stop(); } } });
+  expect(b.iteration).toBe(13);
+  await b.save(file);
+  const c = await mixprec.Trainer.load(file);
+  await c.fit(small, { epochs: 2 - c.epoch, batchSize: 64 });
+  expect(c.epoch).toBe(2);
+  expect(c.model.parameters()).toEqual(a.model.parameters());
+});
+
+test('checkpoint errors: truncated, corrupted, wrong version, wrong model; a failed save keeps the old file', async () => {
+  const dir = tmp();
+  const t = new mixprec.Trainer(mlp(1, 16), { device: 'cpu' });
+  const file = path.join(dir, 'a.mpk');
+  await t.save(file);
+  const good = fs.readFileSync(file);
+  fs.writeFileSync(path.join(dir, 'trunc.mpk'), good.subarray(0, good.length - 100));
+  expect(await codeOf(() => mixprec.Trainer.load(path.join(dir, 'trunc.mpk')))).toBe('E_CHECKPOINT');
+  const bad = Buffer.from(good);
+  bad[bad.length >> 1] ^= 0x40;
+  fs.writeFileSync(path.join(dir, 'bad.mpk'), bad);
+  expect(await codeOf(() => mixprec.Trainer.load(path.join(dir, 'bad.mpk')))).toBe('E_CHECKPOINT');
+  const other = new mixprec.Trainer(mlp(1, 17), { device: 'cpu' });
+  expect(await codeOf(() => other.restore(file))).toBe('E_CHECKPOINT');
+  expect(await codeOf(() => mixprec.Trainer.load(path.join(dir, 'missing.mpk')))).toBe('E_IO');
+  expect(await codeOf(() => t.save(path.join(dir, 'no', 'such', 'dir', 'x.mpk')))).toBe('E_IO');
+  await t.step(mixprec.tensor(subset(fullTrain, 8).x, [8, 784], { device: 'cpu' }), subset(fullTrain, 8).y as Int32Array);
+  fs.chmodSync(dir, 0o500); // read-only directory: the new save fails
+  try {
+    if (process.getuid?.() !== 0) expect(await codeOf(() => t.save(file))).toBe('E_IO');
+  } finally {
+    fs.chmodSync(dir, 0o700);
+  }
+  expect(fs.readFileSync(file).equals(good)).toBe(true);
+  t.dispose();
+  other.dispose();
+});
+
+test('gradient accumulation over micro-batches matches the whole batch (fp32)', async () => {
+  const s = subset(fullTrain, 48, 500);
+  const run = async (gradAccumulation: number) => {
+    const t = new mixprec.Trainer(mlp(2, 32), { precision: 'fp32', device: 'cpu', gradAccumulation });
+    const r = await t.step(mixprec.tensor(s.x, [48, 784], { device: 'cpu' }), s.y as Int32Array);
+    const p = t.model.parameters();
+    t.dispose();
+    return { r, p };
+  };
+  const one = await run(1), three = await run(3);
+  expect(three.r.loss).toBeCloseTo(one.r.loss, 5);
+  expect(three.r.gradNorm).toBeCloseTo(one.r.gradNorm, 4);
+  one.p.forEach((p, i) => p.data.forEach((v, j) => expect(Math.abs(v - three.p[i].data[j])).toBeLessThan(1e-6)));
+});
+
+test('LR schedules: constant, step, cosine, linear warmup (hand-worked values)', () => {
+  expect(lrAt({ type: 'constant' }, 0.1, 50)).toBe(0.1);
+  expect(lrAt({ type: 'step', stepSize: 10, gamma: 0.5 }, 0.1, 9)).toBe(0.1);
+  expect(lrAt({ type: 'step', stepSize: 10, gamma: 0.5 }, 0.1, 25)).toBeCloseTo(0.025, 12);
+  expect(lrAt({ type: 'cosine', totalSteps: 100 }, 0.1, 0)).toBeCloseTo(0.1, 12);
+  expect(lrAt({ type: 'cosine', totalSteps: 100 }, 0.1, 50)).toBeCloseTo(0.05, 12);
+  expect(lrAt({ type: 'cosine', totalSteps: 100, minLr: 0.01 }, 0.1, 100)).toBeCloseTo(0.01, 12);
+  expect(lrAt({ type: 'constant', warmupSteps: 4 }, 0.1, 0)).toBeCloseTo(0.025, 12);
+  expect(lrAt({ type: 'constant', warmupSteps: 4 }, 0.1, 3)).toBeCloseTo(0.1, 12);
+  expect(lrAt({ type: 'cosine', totalSteps: 14, warmupSteps: 4 }, 0.1, 9)).toBeCloseTo(0.05, 12);
+});
+
+test('typed errors for bad batches and options', async () => {
+  const t = new mixprec.Trainer(mlp(1, 8), { device: 'cpu' });
+  const x = mixprec.tensor(Float32Array.from({ length: 2 * 784 }, () => rng()), [2, 784], { device: 'cpu' });
+  expect(await codeOf(() => t.step(x, Int32Array.from([1, 10])))).toBe('E_DATA');
+  expect(await codeOf(() => t.step(x, Int32Array.from([1])))).toBe('E_SHAPE');
+  expect(await codeOf(() => t.step(mixprec.tensor([1, 2], [1, 2], { device: 'cpu' }), Int32Array.from([1])))).toBe('E_SHAPE');
+  expect(await codeOf(() => t.step(x, [1, 2] as never))).toBe('E_ARG');
+  expect(await codeOf(() => new mixprec.Trainer(mlp(1, 8), { precison: 'fp16' } as never))).toBe('E_ARG');
+  expect(await codeOf(() => new mixprec.Trainer(mlp(1, 8), { lrSchedule: { type: 'linear' } as never }))).toBe('E_ARG');
+  expect(await codeOf(() => new mixprec.Trainer(t.model))).toBe('E_STATE'); // a model belongs to one trainer
+  t.dispose();
+});
