@@ -7,7 +7,9 @@
 #include <stdint.h>
 #include <algorithm>
 #include <exception>
+#include <map>
 #include <mutex>
+#include <unordered_map>
 #include <string>
 #include "amp.cuh"
 #include "check.cuh"
@@ -201,17 +203,47 @@ class CudaBackend final : public Backend {
 
   const char* name() const override { return "cuda"; }
 
+  // A caching allocator: released blocks are kept (by size) and handed out again, so a training
+  // step's activations and batches cost no cudaMalloc / cudaFree. Every kernel runs on the one
+  // stream, so a block released here can be reused at once: work queued later on the stream runs
+  // after the work that used it. Sizes are rounded (512 B below 1 MiB, 2 MiB above) so similar
+  // requests share blocks; a cached block serves a request of at least half its size. On
+  // cudaMalloc failure the cache is emptied and the allocation retried once.
   void* alloc(size_t bytes) override {
     useDevice();
-    return deviceAlloc(bytes);
+    const size_t size = roundedSize(bytes);
+    auto it = cached_.lower_bound(size);
+    if (it != cached_.end() && it->first <= 2 * size) {
+      void* p = it->second;
+      live_[p] = it->first;
+      cached_.erase(it);
+      return p;
+    }
+    void* p = nullptr;
+    try {
+      p = deviceAlloc(size);
+    } catch (const Error& e) {
+      if (e.code != "E_OOM" || cached_.empty()) throw;
+      emptyCache();
+      p = deviceAlloc(size);
+    }
+    live_[p] = size;
+    return p;
   }
 
   void release(void* p) override {
     if (p == nullptr) return;
-    useDevice();
-    // Kernels queued on the stream may still read or write p.
+    auto it = live_.find(p);
+    if (it == live_.end()) return;  // not ours: nothing to do (never happens through the N-API layer)
+    cached_.emplace(it->second, p);
+    live_.erase(it);
+  }
+
+  // Frees every cached block (after the stream drained: queued kernels may still use them).
+  void emptyCache() {
     MP_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    deviceFree(p);
+    for (auto& [size, p] : cached_) deviceFree(p);
+    cached_.clear();
   }
 
   void copyIn(void* dst, const void* hostSrc, size_t bytes) override {
@@ -347,6 +379,14 @@ class CudaBackend final : public Backend {
 
   cudaStream_t stream_ = nullptr;
   int ccMajor_, ccMinor_, multiprocessors_;
+  std::multimap<size_t, void*> cached_;         // released blocks by size
+  std::unordered_map<void*, size_t> live_;      // handed-out blocks and their rounded size
+
+  static size_t roundedSize(size_t bytes) {
+    if (bytes == 0) return kZeroByteAllocation;
+    const size_t unit = bytes < (1u << 20) ? 512 : (2u << 20);
+    return (bytes + unit - 1) / unit * unit;
+  }
 };
 
 }  // namespace

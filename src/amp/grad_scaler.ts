@@ -36,6 +36,8 @@ export interface GradScalerStateDict {
 export interface ScalerCounters { steps: number; skippedSteps: number; backoffs: number; growths: number; minScaleHits: number }
 
 export interface StepResult {
+  /** @internal With step(..., { readExtra }): the bytes after the AmpState, read in the same transfer. */
+  extra?: Uint8Array;
   /** The update was skipped because a gradient was inf/NaN. */
   skipped: boolean;
   /** Global L2 norm of the unscaled gradients (before clipping); Infinity when skipped. */
@@ -133,7 +135,7 @@ export class GradScaler {
    * a gradient overflowed (then masters, moments, step count and working copy stay unchanged).
    * With `update: true` the scale update runs in the same place (what amp.step does).
    */
-  step(store: ParameterStore, optimizer: Optimizer, opts: { maxNorm?: number; update?: boolean } = {}): StepResult {
+  step(store: ParameterStore, optimizer: Optimizer, opts: { maxNorm?: number; update?: boolean; readExtra?: number } = {}): StepResult {
     const maxNorm = opts.maxNorm ?? 0;
     if (typeof maxNorm !== 'number' || !(maxNorm >= 0) || !Number.isFinite(maxNorm)) throw new MixprecError('E_ARG', 'maxNorm must be a finite number >= 0 (0: no clipping)');
     const stage = this.#stages.get(optimizer);
@@ -150,8 +152,9 @@ export class GradScaler {
       grad: g.handle(), gradType: dtypeCode(dtype), m: m?.handle(), v: v?.handle(), state,
       config: optimizer.nativeConfig(maxNorm),
     });
-    // The one read-back of the step: a few bytes of AmpState.
-    this.#state.bytes.set(n.readBytes(state, this.#state.bytes.length));
+    // The one read-back of the step: a few bytes of AmpState (and, for a Trainer, the loss after it).
+    const back = n.readBytes(state, this.#state.bytes.length + (opts.readExtra ?? 0));
+    this.#state.bytes.set(back.subarray(0, this.#state.bytes.length));
     store.stepDone();
     optimizer.setStepCount(this.#state.get('optimizerStep'));
     const foundInf = this.#state.get('foundInf') !== 0;
@@ -160,7 +163,9 @@ export class GradScaler {
       this.#stages.set(optimizer, 'stepped');
       this.#pendingInf = (this.#pendingInf ?? false) || foundInf;
     }
-    return { skipped: this.#state.get('skipped') !== 0, gradNorm: this.#state.get('gradNorm'), scale: this.scale };
+    const result: StepResult = { skipped: this.#state.get('skipped') !== 0, gradNorm: this.#state.get('gradNorm'), scale: this.scale };
+    if (opts.readExtra) result.extra = back.subarray(this.#state.bytes.length);
+    return result;
   }
 
   /**

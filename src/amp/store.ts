@@ -15,6 +15,13 @@ export interface ParameterSpec { name: string; shape: readonly number[] }
 export interface ParameterView { name: string; shape: readonly number[]; offset: number; size: number }
 export interface NamedValues { name: string; data: Float32Array | readonly number[] }
 
+/**
+ * Bytes after the AmpState in `ampState`: per-micro-batch metrics (FP32 loss, int32 correct count)
+ * that the loss kernels write, so a step's one read-back returns the state and the loss together.
+ */
+export const METRIC_SLOTS = 32;
+export const METRICS_OFFSET = AMP_STATE_BYTES;
+
 /** Views start on 16-byte boundaries for every dtype (8 elements), so vector loads stay aligned. */
 const ALIGN = 8;
 
@@ -37,7 +44,7 @@ export class ParameterStore {
   #accum: Tensor | null = null;
   #accumulated = 0;
   #unscaled: Tensor | null = null;
-  /** @internal The per-step AmpState in backend memory. */
+  /** @internal The per-step AmpState in backend memory, then METRIC_SLOTS x { loss, correct }. */
   readonly ampState: Tensor;
   #byName: Map<string, ParameterView>;
 
@@ -67,7 +74,7 @@ export class ParameterStore {
     this.master = full([this.length], 0, { device });
     this.working = precision === 'fp32' ? null : full([this.length], 0, { dtype: LOW[precision], device });
     this.grads = full([this.length], 0, { dtype: this.gradDtype, device });
-    this.ampState = full([AMP_STATE_BYTES / 4], 0, { device });
+    this.ampState = full([AMP_STATE_BYTES / 4 + 2 * METRIC_SLOTS], 0, { device });
   }
 
   get gradDtype(): DType { return LOW[this.precision]; }

@@ -114,11 +114,16 @@ export class Sequential {
     return h;
   }
 
-  /** Backward through every layer (the input's own gradient is not computed). */
-  backward(dy: Tensor, ctx: PassContext): void {
+  /**
+   * Backward through every layer (the input's own gradient is not computed). `observe`, if given,
+   * sees the gradient arriving at each layer's output (diagnostics), before that layer's backward.
+   */
+  backward(dy: Tensor, ctx: PassContext, observe?: (layer: number, grad: Tensor) => void): void {
     let g: Tensor | null = dy;
-    for (let i = this.layers.length - 1; i >= 0 && g; i--)
+    for (let i = this.layers.length - 1; i >= 0 && g; i--) {
+      observe?.(i, g);
       g = this.layers[i].backward(g, { ...ctx, seed: (ctx.seed + i * 0x9e3779b1) >>> 0 }, i > 0);
+    }
   }
 
   /** Frees the store and every activation buffer. */

@@ -4,7 +4,7 @@
 // schedules, and checkpoints (save / load / continue bitwise identically).
 import { types } from 'node:util';
 import { GradScaler, GradScalerOptions, GradScalerStateDict } from '../amp/grad_scaler';
-import { ParameterStore, Precision, PRECISIONS } from '../amp/store';
+import { METRIC_SLOTS, METRICS_OFFSET, ParameterStore, Precision, PRECISIONS } from '../amp/store';
 import type { Device } from '../backends';
 import { batches, Dataset } from '../data';
 import { DType, dtypeCode } from '../dtype';
@@ -36,6 +36,12 @@ export interface TrainerOptions {
   lrSchedule?: LrSchedule;
   device?: Device | 'auto';
   seed?: number;
+  /**
+   * false: an ablation that keeps no FP32 master copy — each update is rounded to the working
+   * precision at once (FP16 weights updated directly), so updates below ~2^-11 of a weight vanish.
+   * Default true. Only meaningful for fp16 / bf16.
+   */
+  masterWeights?: boolean;
 }
 
 export interface StepInfo { loss: number; skipped: boolean; scale: number; gradNorm: number; lr: number }
@@ -82,7 +88,7 @@ function makeScaler(lossScale: TrainerOptions['lossScale'], precision: Precision
   throw new MixprecError('E_ARG', "lossScale must be 'dynamic', 'none', a number or GradScaler options");
 }
 
-const TRAINER_KEYS = ['optimizer', 'loss', 'labelSmoothing', 'precision', 'lossScale', 'maxGradNorm', 'gradAccumulation', 'lrSchedule', 'device', 'seed'];
+const TRAINER_KEYS = ['optimizer', 'loss', 'labelSmoothing', 'precision', 'lossScale', 'maxGradNorm', 'gradAccumulation', 'lrSchedule', 'device', 'seed', 'masterWeights'];
 
 export class Trainer {
   readonly model: Sequential;
@@ -96,8 +102,10 @@ export class Trainer {
   #iteration = 0;
   #epoch = 0;
   #batchInEpoch = 0;
+  #batchSize: number | null = null;
   #stopRequested = false;
-  #metrics: Tensor;
+  /** Where the loss kernels write { loss, correct } per micro-batch: after the store's AmpState. */
+  #metrics: { tensor: Tensor; offset: number; owned: boolean };
   #labels: { handle: StorageHandle; capacity: number } | null = null;
   #input: Tensor | null = null;
 
@@ -118,6 +126,8 @@ export class Trainer {
     const seed = opts.seed ?? 0;
     if (!Number.isSafeInteger(seed) || seed < 0) throw new MixprecError('E_ARG', 'seed must be a non-negative integer');
     const lrSchedule = checkSchedule(opts.lrSchedule);
+    const masterWeights = opts.masterWeights ?? true;
+    if (typeof masterWeights !== 'boolean') throw new MixprecError('E_ARG', 'masterWeights must be a boolean');
     const optimizer = makeOptimizer(opts.optimizer);
     const scaler = makeScaler(opts.lossScale, precision);
     this.store = model.bind(precision, opts.device ?? 'auto');
@@ -127,9 +137,12 @@ export class Trainer {
     this.precision = precision;
     this.loss = loss;
     this.#baseLr = optimizer.lr;
-    this.options = Object.freeze({ loss, labelSmoothing, precision, maxGradNorm, gradAccumulation, lrSchedule, seed, device: this.store.device });
-    // Per micro-batch: FP32 loss and int32 correct count (8 bytes each).
-    this.#metrics = empty([2 * gradAccumulation], { dtype: 'float32', device: this.store.device });
+    this.options = Object.freeze({ loss, labelSmoothing, precision, maxGradNorm, gradAccumulation, lrSchedule, seed, masterWeights, device: this.store.device });
+    // Per micro-batch: FP32 loss and int32 correct count (8 bytes each), beside the AmpState so that
+    // a step reads both back in one transfer (a separate buffer past METRIC_SLOTS micro-batches).
+    this.#metrics = gradAccumulation <= METRIC_SLOTS
+      ? { tensor: this.store.ampState, offset: METRICS_OFFSET, owned: false }
+      : { tensor: empty([2 * gradAccumulation], { dtype: 'float32', device: this.store.device }), offset: 0, owned: true };
   }
 
   get device(): Device { return this.store.device; }
@@ -139,6 +152,8 @@ export class Trainer {
   get iteration(): number { return this.#iteration; }
   /** Completed epochs (fit). */
   get epoch(): number { return this.#epoch; }
+  /** The batch size of the last fit (saved in checkpoints: a resumed fit continues with it). */
+  get batchSize(): number | null { return this.#batchSize; }
   get computeDtype(): DType { return LOW[this.precision]; }
 
   /** Ask fit() to stop after the current step. */
@@ -148,8 +163,29 @@ export class Trainer {
    * Forward + loss + backward on a batch, without an optimizer step: leaves the gradients (times
    * the current loss scale) in `store.grads` — or, with gradAccumulation > 1, accumulated in FP32.
    * Returns the batch-mean loss (FP32). x [batch, inputs]; y class labels (Int32Array) or targets (mse).
+   * `observe` sees the (scaled) gradient arriving at each layer's output, for diagnostics.
    */
-  async backward(x: Tensor, y: Int32Array | Tensor): Promise<number> {
+  async backward(x: Tensor, y: Int32Array | Tensor, opts: { observe?: (layer: number, grad: Tensor) => void } = {}): Promise<number> {
+    const { B, N } = this.#forwardBackward(x, y, opts.observe);
+    return this.#readLoss(B, N).loss;
+  }
+
+  /** One optimizer step on a batch: backward, then the fused unscale / check / clip / optimizer / scale update, with one read-back. */
+  async step(x: Tensor, y: Int32Array | Tensor): Promise<StepInfo> {
+    const lr = lrAt(this.options.lrSchedule, this.#baseLr, this.#iteration);
+    this.optimizer.lr = lr;
+    const { B, N } = this.#forwardBackward(x, y);
+    const shared = !this.#metrics.owned;
+    const r = this.scaler.step(this.store, this.optimizer, { maxNorm: this.options.maxGradNorm, update: true, readExtra: shared ? 8 * N : 0 });
+    const w = this.store.working;
+    if (!this.options.masterWeights && w) // ablation: the master is only ever the rounded weight
+      native().cast(w.handle(), dtypeCode(w.dtype), this.store.master.handle(), 0, this.store.length);
+    this.#iteration += 1;
+    const loss = this.#readLoss(B, N, shared ? r.extra : undefined).loss;
+    return { loss, skipped: r.skipped, scale: r.scale, gradNorm: r.gradNorm, lr };
+  }
+
+  #forwardBackward(x: Tensor, y: Int32Array | Tensor, observe?: (layer: number, grad: Tensor) => void): { B: number; N: number } {
     const B = this.#checkBatch(x, y);
     const N = this.options.gradAccumulation;
     if (B < N) throw new MixprecError('E_ARG', `batch of ${B} cannot be split into ${N} micro-batches`);
@@ -166,21 +202,11 @@ export class Trainer {
       const dout = this.#scratch('dlogits', [Bk, this.model.outFeatures]);
       // The loss gradient carries the loss scale (fused) and this micro-batch's share of the batch mean.
       this.#lossOp(out, y, labels, start, Bk, k, S * (Bk / B), dout);
-      this.model.backward(dout, ctx);
+      this.model.backward(dout, ctx, observe);
       if (N > 1) this.store.accumulate();
       start += Bk;
     }
-    return this.#readLoss(B, N).loss;
-  }
-
-  /** One optimizer step on a batch: backward, then the fused unscale / check / clip / optimizer / scale update. */
-  async step(x: Tensor, y: Int32Array | Tensor): Promise<StepInfo> {
-    const lr = lrAt(this.options.lrSchedule, this.#baseLr, this.#iteration);
-    this.optimizer.lr = lr;
-    const loss = await this.backward(x, y);
-    const r = this.scaler.step(this.store, this.optimizer, { maxNorm: this.options.maxGradNorm, update: true });
-    this.#iteration += 1;
-    return { loss, skipped: r.skipped, scale: r.scale, gradNorm: r.gradNorm, lr };
+    return { B, N };
   }
 
   /** Mean loss (and accuracy for cross-entropy) over a dataset, in eval mode (no dropout, no gradients). */
@@ -213,6 +239,9 @@ export class Trainer {
     if (!Number.isSafeInteger(epochs) || epochs < 0) throw new MixprecError('E_ARG', 'epochs must be a non-negative integer');
     if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new MixprecError('E_ARG', 'batchSize must be a positive integer');
     if (data.features !== this.model.inFeatures) throw new MixprecError('E_SHAPE', `data has ${data.features} features, the model takes ${this.model.inFeatures}`);
+    if (this.#batchInEpoch > 0 && this.#batchSize !== batchSize)
+      throw new MixprecError('E_ARG', `resuming mid-epoch needs the same batch size (${this.#batchSize}), got ${batchSize}`);
+    this.#batchSize = batchSize;
     this.#stopRequested = false;
     const history: EpochInfo[] = [];
     const nBatches = Math.ceil(data.n / batchSize);
@@ -264,6 +293,7 @@ export class Trainer {
       iteration: this.#iteration,
       epoch: this.#epoch,
       batchInEpoch: this.#batchInEpoch,
+      batchSize: this.#batchSize,
       storeLength: this.store.length,
     };
     const tensors: Record<string, Float32Array> = { master: this.store.masterFlat() };
@@ -283,6 +313,7 @@ export class Trainer {
     const trainer = new Trainer(model, {
       optimizer, loss: o.loss, labelSmoothing: o.labelSmoothing, precision: o.precision, maxGradNorm: o.maxGradNorm,
       gradAccumulation: o.gradAccumulation, lrSchedule: o.lrSchedule, seed: o.seed, device: opts.device ?? o.device,
+      masterWeights: o.masterWeights ?? true,
       lossScale: { enabled: true },
     });
     trainer.#restore(h, tensors, path);
@@ -302,7 +333,7 @@ export class Trainer {
   dispose(): void {
     this.model.dispose();
     this.optimizer.dispose();
-    this.#metrics.dispose();
+    if (this.#metrics.owned) this.#metrics.tensor.dispose();
     this.#input?.dispose();
     if (this.#labels) native().release(this.#labels.handle);
     for (const t of this.#scratchMap.values()) t.dispose();
@@ -336,6 +367,7 @@ export class Trainer {
     this.#iteration = h.iteration;
     this.#epoch = h.epoch;
     this.#batchInEpoch = h.batchInEpoch;
+    this.#batchSize = Number.isSafeInteger(h.batchSize) && h.batchSize > 0 ? h.batchSize : null;
   }
 
   #scratchMap = new Map<string, Tensor>();
@@ -394,20 +426,21 @@ export class Trainer {
       n.softmaxCrossEntropy({
         logits: out.handle(), logitsType: dtypeCode(out.dtype), labels: start ? n.view(labels, start * 4, Bk * 4) : labels, B: Bk, C,
         smoothing: this.options.labelSmoothing, lossScale: scale, dlogits: dout?.handle(), dType: dout ? dtypeCode(dout.dtype) : undefined,
-        metrics: this.#metrics.handle(), lossOffset: 8 * k, correctOffset: 8 * k + 4,
+        metrics: this.#metrics.tensor.handle(), lossOffset: this.#metrics.offset + 8 * k, correctOffset: this.#metrics.offset + 8 * k + 4,
       });
     } else {
       const t = (y as Tensor).view(start * C, [Bk, C]);
       n.mseLoss({
         pred: out.handle(), predType: dtypeCode(out.dtype), target: t.handle(), targetType: dtypeCode(t.dtype), n: Bk * C, lossScale: scale,
-        dpred: dout?.handle(), dType: dout ? dtypeCode(dout.dtype) : undefined, metrics: this.#metrics.handle(), lossOffset: 8 * k,
+        dpred: dout?.handle(), dType: dout ? dtypeCode(dout.dtype) : undefined, metrics: this.#metrics.tensor.handle(), lossOffset: this.#metrics.offset + 8 * k,
       });
     }
   }
 
-  /** Reads the metrics of N micro-batches of a batch of B: the batch-mean loss and the correct count. */
-  #readLoss(B: number, N: number): { loss: number; correct: number } {
-    const bytes = native().readBytes(this.#metrics.handle(), 8 * N);
+  /** The metrics of N micro-batches of a batch of B: the batch-mean loss and the correct count. */
+  #readLoss(B: number, N: number, read?: Uint8Array): { loss: number; correct: number } {
+    const m = this.#metrics;
+    const bytes = read ?? native().readBytes(m.tensor.handle(), m.offset + 8 * N).subarray(m.offset);
     const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     let loss = 0, correct = 0, start = 0;
     for (let k = 0; k < N && start < B; k++) {
