@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `mixprec` command: info | bench | train. Argument parsing by commander.
+// The `mixprec` command: info | bench | train | diagnose. Argument parsing by commander.
 import { Command, InvalidArgumentError } from 'commander';
 import { execSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -11,6 +11,8 @@ import { benchGemm } from './bench/gemm';
 import { benchTrain } from './bench/train';
 import { MixprecError } from './errors';
 import { addTrainCommand } from './train/cli_train';
+import { addDiagnoseCommand } from './diagnostics/cli_diagnose';
+import { benchChart } from './diagnostics/plots';
 
 const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { version: string };
 
@@ -62,8 +64,9 @@ program
   .option('--sizes <list>', 'GEMM sizes (n for n x n x n)', intList, [256, 512, 1024, 2048])
   .option('--device <device>', "only this backend: 'cpu' or 'cuda'")
   .option('--no-reference', 'skip the reference BLAS (numpy / PyTorch) measurement')
-  .option('--json <file>', 'also write the results as JSON to FILE')
-  .action(async (sections: string[], o: { sizes: number[]; device?: string; reference: boolean; json?: string; params?: number; widths: number[]; batch: number }) => {
+  .option('--json <file>', 'also write the results as JSON to FILE, and a bar chart (SVG) of the fp32 / fp16 / bf16 figures beside it (FILE with .json replaced by .svg)')
+  .option('--chart <file>', 'write the bar chart (SVG) here instead (works without --json too)')
+  .action(async (sections: string[], o: { sizes: number[]; device?: string; reference: boolean; json?: string; chart?: string; params?: number; widths: number[]; batch: number }) => {
     for (const s of sections) if (!['gemm', 'amp', 'train'].includes(s)) throw new InvalidArgumentError(`unknown bench section '${s}' (available: gemm, amp, train)`);
     if (o.device && o.device !== 'cpu' && o.device !== 'cuda') throw new InvalidArgumentError("--device must be 'cpu' or 'cuda'");
     const devices = o.device ? [o.device as 'cpu' | 'cuda'] : undefined;
@@ -103,9 +106,19 @@ program
       fs.writeFileSync(o.json, JSON.stringify(result, null, 2) + '\n');
       console.log(`wrote ${o.json}`);
     }
+    const chartFile = o.chart ?? (o.json ? o.json.replace(/\.json$/i, '') + '.svg' : undefined);
+    if (chartFile) {
+      const svg = benchChart(result as Parameters<typeof benchChart>[0]);
+      if (svg) {
+        fs.mkdirSync(path.dirname(path.resolve(chartFile)), { recursive: true });
+        fs.writeFileSync(chartFile, svg);
+        console.log(`wrote ${chartFile}`);
+      } else console.log(`no fp32 / fp16 figures to chart (run the gemm or train section): ${chartFile} not written`);
+    }
   });
 
 addTrainCommand(program);
+addDiagnoseCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof MixprecError) {

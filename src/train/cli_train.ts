@@ -8,11 +8,18 @@ import { MixprecError } from '../errors';
 import { layers, sequential, Layer } from '../nn';
 import type { Precision } from '../amp/store';
 import { Trainer, EpochInfo } from './trainer';
+import { StepRecord, trainingCurves } from '../diagnostics/plots';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 
 export interface TrainFlags {
   dataset: string; precision: Precision; epochs: number; batchSize: number; lr: number; optimizer: 'sgd' | 'adam' | 'adamw';
   hidden: number[]; activation: 'relu' | 'gelu'; device: 'auto' | 'cpu' | 'cuda'; seed: number; lossScale?: string;
   maxGradNorm: number; labelSmoothing: number; save?: string; resume?: string; json?: boolean; progress: boolean;
+  /** false with --no-master-weights: the ablation without FP32 master weights. */
+  masterWeights?: boolean;
+  /** --plot FILE.svg: loss and loss-scale curves of this run. */
+  plot?: string;
 }
 
 function positiveInt(what: string) {
@@ -44,7 +51,9 @@ export function addTrainCommand(program: Command): void {
     .addOption(new Option('--activation <a>', 'hidden activation (fused into the GEMM)').choices(['relu', 'gelu']).default('relu'))
     .addOption(new Option('--device <d>', 'backend').choices(['auto', 'cpu', 'cuda']).default('auto'))
     .option('--seed <n>', 'seed for init, shuffling and dropout', (v) => { const n = Number(v); if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError('--seed must be an integer >= 0'); return n; }, 0)
-    .option('--loss-scale <s>', "'dynamic' (default for fp16), 'none', or a static scale N")
+    .option('--loss-scale <s>', "'dynamic' (default for fp16), 'none', or a static scale N; 1 = the ablation without loss scaling (gradients below 2^-25 become zero in fp16)")
+    .option('--no-master-weights', 'ablation: keep no FP32 master copy, add each update to the fp16/bf16 weights directly (updates below ~2^-11 of a weight are lost); no effect with fp32')
+    .option('--plot <file>', 'write the loss and loss-scale curves of this run (skipped steps marked) as an SVG')
     .option('--max-grad-norm <x>', 'clip the global gradient norm (0: off)', nonNegative('--max-grad-norm'), 0)
     .option('--label-smoothing <x>', 'cross-entropy label smoothing', nonNegative('--label-smoothing'), 0)
     .option('--save <file>', 'write a checkpoint here at the end (and on Ctrl-C)')
@@ -84,22 +93,23 @@ export async function train(f: TrainFlags, explicit: (flag: string) => boolean):
   const data = loadMnist();
   let trainer: Trainer;
   if (f.resume) {
-    for (const k of ['precision', 'hidden', 'optimizer', 'activation', 'lossScale', 'maxGradNorm', 'labelSmoothing', 'lr'])
+    for (const k of ['precision', 'hidden', 'optimizer', 'activation', 'lossScale', 'maxGradNorm', 'labelSmoothing', 'lr', 'masterWeights'])
       if (explicit(k)) throw new InvalidArgumentError(`--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} cannot be combined with --resume: the checkpoint fixes it`);
     trainer = await Trainer.load(f.resume, { device: f.device });
+    if (!explicit('batchSize') && trainer.batchSize) f.batchSize = trainer.batchSize; // continue as saved
     say(`resumed ${f.resume}: epoch ${trainer.epoch}, step ${trainer.iteration}`);
   } else {
     const model = mlp(784, f.hidden, 10, f.activation, f.seed);
     trainer = new Trainer(model, {
       optimizer: { type: f.optimizer, lr: f.lr }, precision: f.precision, lossScale, maxGradNorm: f.maxGradNorm,
-      labelSmoothing: f.labelSmoothing, device: f.device, seed: f.seed,
+      labelSmoothing: f.labelSmoothing, device: f.device, seed: f.seed, masterWeights: f.masterWeights ?? true,
     });
   }
   const cuda = backends().find((b) => b.name === 'cuda');
   const where = trainer.device === 'cuda' ? `cuda (${cuda?.device?.name ?? 'GPU'})` : `cpu${cuda && !cuda.available ? ` (CUDA: ${cuda.reason})` : ''}`;
   const params = trainer.model.parameterSpecs().reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0);
   say(`mixprec train: MNIST ${data.train.n}/${data.test.n}, MLP ${[784, ...trainer.model.layers.flatMap((l) => (l.config.type === 'linear' ? [l.config.outFeatures] : []))].join('-')} (${params} parameters), ${trainer.precision}, ${trainer.optimizer.kind}, batch ${f.batchSize}, on ${where}`);
-  out({ event: 'start', precision: trainer.precision, device: trainer.device, parameters: params, batchSize: f.batchSize, epochs: f.epochs, seed: trainer.options.seed });
+  out({ event: 'start', precision: trainer.precision, device: trainer.device, parameters: params, batchSize: f.batchSize, epochs: f.epochs, seed: trainer.options.seed, masterWeights: trainer.options.masterWeights });
 
   let stopped = false;
   const onSigint = () => {
@@ -118,11 +128,13 @@ export async function train(f: TrainFlags, explicit: (flag: string) => boolean):
   let samples = 0;
   const tTrain = process.hrtime.bigint();
   let history: EpochInfo[] = [];
+  const records: StepRecord[] = [];
   try {
     history = await trainer.fit(data.train, {
       epochs: remaining, batchSize: f.batchSize, shuffle: true,
       callbacks: {
         onStep: (s) => {
+          if (f.plot) records.push({ step: s.step, loss: s.loss, scale: s.scale, skipped: s.skipped });
           minScale = Math.min(minScale, s.scale);
           samples += f.batchSize;
           if (bar) {
@@ -143,6 +155,16 @@ export async function train(f: TrainFlags, explicit: (flag: string) => boolean):
     process.off('SIGINT', onSigint);
   }
   const trainSeconds = Number(process.hrtime.bigint() - tTrain) / 1e9;
+  if (f.plot) {
+    const what = `MNIST ${trainer.precision}${trainer.options.masterWeights ? '' : ', no master weights'}${trainer.scaler.enabled ? `, loss scale ${trainer.scaler.dynamic ? 'dynamic' : `static ${trainer.scaler.scale}`}` : ''}`;
+    try {
+      fs.mkdirSync(path.dirname(path.resolve(f.plot)), { recursive: true });
+      fs.writeFileSync(f.plot, trainingCurves(records, what));
+    } catch (e) {
+      throw new MixprecError('E_IO', `cannot write ${f.plot}: ${(e as Error).message}`);
+    }
+    say(`wrote ${f.plot}`);
+  }
   if (f.save) {
     await trainer.save(f.save);
     say(`saved ${f.save}`);
