@@ -72,7 +72,7 @@ program
     const devices = o.device ? [o.device as 'cpu' | 'cuda'] : undefined;
     const result: Record<string, unknown> = { machine: machine() };
     if (sections.includes('gemm')) {
-      const { rows, references } = benchGemm(o.sizes, devices, o.reference);
+      const { rows, references } = await benchGemm(o.sizes, devices, o.reference);
       result.gemm = { rows, references };
       console.log('GEMM (n x n x n), GFLOP/s; ratios measured side by side in this run');
       console.log(['device', 'n', 'dtype', 'GFLOP/s', 'x fp32', 'reference', 'x ref'].map((h) => h.padStart(9)).join(' '));
@@ -84,7 +84,7 @@ program
       }
     }
     if (sections.includes('amp')) {
-      const rows = benchAmp(devices, o.params);
+      const rows = await benchAmp(devices, o.params);
       result.amp = { rows };
       console.log('\nFused AMP kernels (effective GB/s = bytes the pass must move / time; x copy = ratio to a plain copy, same run)');
       console.log(['device', 'params', 'ms', 'GB/s', 'x copy', 'x unfused', 'kernel'].map((h) => h.padStart(9)).join(' '));

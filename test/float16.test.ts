@@ -4,6 +4,7 @@
 //     made by test/fixtures/make_half_fixtures.py);
 //   * a float64 round-to-nearest-even reference written here, run on fresh random inputs each run.
 // Random inputs are drawn fresh each run; the seed is logged (set MIXPREC_TEST_SEED to replay one).
+import { freshSeed, rngFromSeed } from './helpers/random';
 import { describe, expect, test } from '@jest/globals';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -37,24 +38,6 @@ class Mismatches {
   }
 }
 
-/** mulberry32: small, seedable PRNG. */
-function makeRng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-function freshSeed(name: string): number {
-  const env = process.env.MIXPREC_TEST_SEED;
-  const seed = env !== undefined ? Number(env) >>> 0 : (Date.now() ^ Math.floor(Math.random() * 2 ** 32)) >>> 0;
-  // eslint-disable-next-line no-console
-  console.log(`${name}: seed ${seed} (replay with MIXPREC_TEST_SEED=${seed})`);
-  return seed;
-}
 const u32 = (rng: () => number): number => Math.floor(rng() * 2 ** 32) >>> 0;
 
 // ----------------------------------------------------------- independent format descriptions
@@ -157,7 +140,7 @@ describe.each([F16, BF16])('$name: exhaustive over all 65,536 bit patterns', (fm
   });
 
   test('typed-array views with a byte offset are honoured', () => {
-    const rng = makeRng(freshSeed(`${fmt.name} views`));
+    const rng = rngFromSeed(freshSeed(`${fmt.name} views`));
     const f = new Float32Array(1000).map(() => (rng() - 0.5) * 2 ** Math.floor(rng() * 40 - 20));
     const whole = conv.fromFloat32(f);
     const part = conv.fromFloat32(f.subarray(3, 503));
@@ -262,7 +245,7 @@ function randomInputs(rng: () => number, fmt: Fmt, n: number): Float32Array {
 describe.each([F16, BF16])('$name: fresh random values vs a float64 RNE reference in TypeScript', (fmt) => {
   test('fromFloat32 gives the nearest value, ties to even, overflow to inf, -0 kept', () => {
     const conv = CONV[fmt.name as 'float16' | 'bfloat16'];
-    const rng = makeRng(freshSeed(`${fmt.name} random RNE`));
+    const rng = rngFromSeed(freshSeed(`${fmt.name} random RNE`));
     const x = randomInputs(rng, fmt, 200000);
     const xb = f32Bits(x);
     const got = conv.fromFloat32(x);
@@ -292,7 +275,7 @@ describe.each([F16, BF16])('$name: fresh random values vs a float64 RNE referenc
 // ------------------------------------------------------------------ underflow & loss scaling
 describe('float16 underflow of small gradients, rescued by loss scaling', () => {
   test('|g| in [2^-30, 2^-25) flushes to +-0 in FP16 but survives a 2^16 scale and unscales within half precision', () => {
-    const rng = makeRng(freshSeed('underflow'));
+    const rng = rngFromSeed(freshSeed('underflow'));
     const n = 10000;
     const g = new Float32Array(n);
     for (let i = 0; i < n; i++) {
@@ -331,7 +314,7 @@ describe('float16 underflow of small gradients, rescued by loss scaling', () => 
 const backendInfo = mixprec.backends();
 
 function deviceValues(seed: number): { values: Float32Array; finite: Float32Array } {
-  const rng = makeRng(seed);
+  const rng = rngFromSeed(seed);
   const edges = f32FromBits(Uint32Array.from(fixture.input_f32_bits.slice(0, fixture.edge_count)));
   const rand = new Float32Array(4107 - edges.length);
   for (let i = 0; i < rand.length; i++) {

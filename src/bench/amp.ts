@@ -5,6 +5,7 @@ import { backends, Device } from '../backends';
 import { native } from '../native';
 import { GradScaler } from '../amp/grad_scaler';
 import { ParameterStore } from '../amp/store';
+import { AmpStateBuffer } from '../amp/state';
 import { adamw } from '../optim';
 import { full } from '../tensor';
 import { medianTime } from './timing';
@@ -13,7 +14,7 @@ export interface AmpRow {
   device: Device; params: number; kernel: string; ms: number; gbPerS: number; ratioToCopy: number; speedupVsUnfused?: number;
 }
 
-export function benchAmp(devices?: Device[], paramsOverride?: number): AmpRow[] {
+export async function benchAmp(devices?: Device[], paramsOverride?: number): Promise<AmpRow[]> {
   const rows: AmpRow[] = [];
   for (const device of backends().filter((b) => b.available && (!devices || devices.includes(b.name))).map((b) => b.name)) {
     // >= 64 MB of FP32 masters on the CPU, >= 1 GB on a GPU
@@ -25,25 +26,24 @@ export function benchAmp(devices?: Device[], paramsOverride?: number): AmpRow[] 
     const scaler = new GradScaler({ initScale: 1024, growthInterval: 1 << 30 });
     const opt = adamw();
     const src = full([n], 1, { device }), dst = full([n], 0, { device });
-    const copyT = medianTime(() => nat.cast(src.handle(), 0, dst.handle(), 0, n), sync);
+    const copyT = await medianTime(async () => nat.cast(src.handle(), 0, dst.handle(), 0, n), sync);
     const copyGbs = (2 * 4 * n) / copyT / 1e9;
     rows.push({ device, params: n, kernel: 'copy fp32 (read + write)', ms: copyT * 1e3, gbPerS: copyGbs, ratioToCopy: 1 });
 
     const state = store.ampState.handle();
     const cfg = scaler.nativeConfig(), ocfg = opt.nativeConfig(1);
     const { m, v } = opt.buffers(store.length, device);
-    nat.writeBytes(state, new Uint8Array(68).fill(0));
-    const stateBytes = new Uint8Array(68);
-    new DataView(stateBytes.buffer).setFloat32(0, 1024, true);
-    nat.writeBytes(state, stateBytes);
-    const unscaleT = medianTime(() => nat.unscaleCheckNorm(store.grads.handle(), 1, n, state, null), sync);
+    const stateBytes = new AmpStateBuffer();
+    stateBytes.set('scale', 1024);
+    nat.writeBytes(state, stateBytes.bytes);
+    const unscaleT = await medianTime(async () => nat.unscaleCheckNorm(store.grads.handle(), 1, n, state, null), sync);
     rows.push({ device, params: n, kernel: 'fused unscale+check+norm (fp16 grads)', ms: unscaleT * 1e3, gbPerS: (2 * n) / unscaleT / 1e9, ratioToCopy: (2 * n) / unscaleT / 1e9 / copyGbs });
     nat.ampFinalize(state, cfg, ocfg, false);
     const stepArgs = {
       n: store.length, master: store.master.handle(), working: store.working!.handle(), workingType: 1 as const,
       grad: store.grads.handle(), gradType: 1 as const, m: m!.handle(), v: v!.handle(), state, config: ocfg,
     };
-    const adamT = medianTime(() => nat.optimizerStep(stepArgs), sync);
+    const adamT = await medianTime(async () => nat.optimizerStep(stepArgs), sync);
     const adamBytes = 28 * n; // read master 4, grad 2, m 4, v 4; write master 4, m 4, v 4, working 2
     rows.push({ device, params: n, kernel: 'fused AdamW (+fp16 copy)', ms: adamT * 1e3, gbPerS: adamBytes / adamT / 1e9, ratioToCopy: adamBytes / adamT / 1e9 / copyGbs });
 
@@ -55,7 +55,7 @@ export function benchAmp(devices?: Device[], paramsOverride?: number): AmpRow[] 
       nat.optimizerStep({ ...stepArgs, working: undefined, grad: g32.handle(), gradType: 0 });
       nat.cast(store.master.handle(), 0, store.working!.handle(), 1, n);
     };
-    const unfusedT = medianTime(unfused, sync);
+    const unfusedT = await medianTime(async () => unfused(), sync);
     const fusedT = unscaleT + adamT;
     rows.push({ device, params: n, kernel: 'unfused sequence (4 passes)', ms: unfusedT * 1e3, gbPerS: NaN, ratioToCopy: NaN });
     rows.push({ device, params: n, kernel: 'fused step (2 passes)', ms: fusedT * 1e3, gbPerS: NaN, ratioToCopy: NaN, speedupVsUnfused: unfusedT / fusedT });

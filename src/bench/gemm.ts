@@ -19,7 +19,7 @@ function randomValues(n: number): Float32Array {
   return v;
 }
 
-export function benchGemm(sizes: number[], devices?: Device[], withReference = true): { rows: GemmRow[]; references: Record<string, unknown> } {
+export async function benchGemm(sizes: number[], devices?: Device[], withReference = true): Promise<{ rows: GemmRow[]; references: Record<string, unknown> }> {
   const rows: GemmRow[] = [];
   const references: Record<string, unknown> = {};
   const usable = backends().filter((b) => b.available && (!devices || devices.includes(b.name))).map((b) => b.name);
@@ -31,7 +31,7 @@ export function benchGemm(sizes: number[], devices?: Device[], withReference = t
         const a = tensor(randomValues(n * n), [n, n], { dtype, device });
         const b = tensor(randomValues(n * n), [n, n], { dtype, device });
         const out = empty([n, n], { dtype, device });
-        const t = medianTime(() => matmul(a, b, { out }), sync, n >= 2048 ? 1 : 0.3);
+        const t = await medianTime(async () => matmul(a, b, { out }), sync, n >= 2048 ? 1 : 0.3);
         const gflops = (2 * n ** 3) / t / 1e9;
         if (dtype === 'float32') fp32 = gflops;
         rows.push({ device, size: n, dtype, gflops, ratioToFp32: gflops / fp32 });

@@ -10,7 +10,7 @@ import { layers, sequential } from '../nn';
 import { tensor } from '../tensor';
 import { Trainer } from '../train/trainer';
 import { native } from '../native';
-import { medianTimeAsync } from './timing';
+import { medianTime } from './timing';
 
 export interface TrainRow {
   device: Device; precision: Precision | 'torch-amp' | 'torch-fp32'; widths: number[]; batch: number;
@@ -34,7 +34,7 @@ export async function benchTrain(opts: { widths: number[]; batch: number; device
       const before = memoryStats()[device].bytes;
       const trainer = new Trainer(sequential(ls), { precision, device, optimizer: 'adamw' });
       const xt = tensor(x, [batch, widths[0]], { dtype: trainer.computeDtype, device });
-      const t = await medianTimeAsync(() => trainer.step(xt, y), () => native().synchronize(device), device === 'cpu' ? 2 : 1);
+      const t = await medianTime(() => trainer.step(xt, y), () => native().synchronize(device), device === 'cpu' ? 2 : 1);
       const sps = batch / t;
       if (precision === 'fp32') fp32 = sps;
       const s = trainer.store;
