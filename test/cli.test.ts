@@ -36,7 +36,7 @@ test('bad flags: a usage message and exit code 2', () => {
 test('train --json on MNIST, then --resume continues from the checkpoint', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mixprec-cli-'));
   const ckpt = path.join(dir, 'run.mpk');
-  const a = run('train', '--epochs', '1', '--hidden', '32', '--batch-size', '256', '--device', 'cpu', '--json', '--save', ckpt, '--seed', '3');
+  const a = run('train', '--epochs', '1', '--hidden', '32', '--batch-size', '256', '--device', 'cpu', '--json', '--save', ckpt, '--seed', '3', '--schedule', 'constant');
   expect(a.status).toBe(0);
   const lines = a.stdout.trim().split('\n').map((l) => JSON.parse(l));
   expect(lines[0]).toMatchObject({ event: 'start', precision: 'fp16', device: 'cpu' });
@@ -55,6 +55,12 @@ test('train --json on MNIST, then --resume continues from the checkpoint', () =>
   expect(s2.steps).toBe(2 * s.steps);
   // the checkpoint fixes the model: contradicting flags are a usage error
   expect(run('train', '--resume', ckpt, '--hidden', '64').status).toBe(2);
+  // a cosine schedule is planned for its epochs: resuming for another count is a usage error
+  const cos = path.join(dir, 'cos.mpk');
+  expect(run('train', '--epochs', '1', '--hidden', '8', '--batch-size', '1024', '--device', 'cpu', '--save', cos).status).toBe(0);
+  const r = run('train', '--resume', cos, '--epochs', '3', '--device', 'cpu');
+  expect(r.status).toBe(2);
+  expect(r.stderr).toMatch(/planned for 1 epochs/);
   // a corrupted checkpoint is a clear error, not a stack trace
   fs.writeFileSync(ckpt, 'not a checkpoint');
   const c = run('train', '--resume', ckpt);

