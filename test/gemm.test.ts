@@ -1,7 +1,7 @@
 // matmul against a float64 reference, on every available backend.
 import * as mixprec from '../src';
 import { native } from '../src/native';
-import { cudaAvailable, describeEachBackend } from './helpers/backends';
+import { BACKENDS, cudaAvailable, describeEachBackend } from './helpers/backends';
 import { makeRng, uniform } from './helpers/random';
 import { erf, gemm64, relErr } from './helpers/reference';
 
@@ -156,7 +156,8 @@ describe('CPU GEMM scalar fallback (run-time dispatch off)', () => {
   });
 });
 
-(cudaAvailable ? describe : describe.skip)('CUDA vs CPU parity (the CPU backend is the oracle)', () => {
+const cudaReason = BACKENDS.find((b) => b.name === 'cuda')?.reason ?? 'unavailable';
+(cudaAvailable ? describe : describe.skip)(`CUDA vs CPU parity (the CPU backend is the oracle)${cudaAvailable ? '' : ` — cuda: skipped: ${cudaReason}`}`, () => {
   test('same inputs, every dtype: results agree', async () => {
     for (const dtype of ['float32', 'float16', 'bfloat16'] as DType[]) {
       const av = uniform(rng, 300 * 257), bv = uniform(rng, 257 * 129);
