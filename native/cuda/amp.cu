@@ -335,17 +335,6 @@ unsigned gridBlocks(size_t threadsNeeded, int multiprocessors, int residentPerSm
   return (unsigned)std::min({needed, wave, (size_t)cap});
 }
 
-// Resident blocks of kThreads per SM for a kernel, queried once (device 0 is the only device).
-template <auto Kernel>
-int residentBlocks() {
-  static const int blocks = [] {
-    int b = 0;
-    checkCuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, Kernel, kThreads, 0),
-              "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-    return std::max(b, 1);
-  }();  // a throw leaves it uninitialised: retried on the next call
-  return blocks;
-}
 
 constexpr unsigned kNoCap = 0xffffffffu;
 
@@ -359,7 +348,7 @@ void unscaleCheckNormAs(const void* g, size_t n, AmpState* state, float* out32, 
   constexpr size_t V = 16 / sizeof(S);
   const Split split = splitForVectors(n, V, {{g, sizeof(S)}, {out32, 4}});
   const unsigned blocks =
-      gridBlocks(threadsWanted(split), sms, residentBlocks<unscaleCheckNormKernel<T>>(), kMaxReduceBlocks);
+      gridBlocks(threadsWanted(split), sms, residentBlocks<unscaleCheckNormKernel<T>, kThreads>(), kMaxReduceBlocks);
   unscaleCheckNormKernel<T><<<blocks, kThreads, 0, stream>>>(g, out32, split, state);
   checkLaunch("unscaleCheckNormKernel");
 }
@@ -380,7 +369,7 @@ void optimizerAs(const OptimStepArgs& args, cudaStream_t stream, int sms) {
   a.v = args.v;
   a.state = args.state;
   a.config = args.config;
-  const unsigned blocks = gridBlocks(threadsWanted(a.split), sms, residentBlocks<optimizerKernel<G, W>>(), kNoCap);
+  const unsigned blocks = gridBlocks(threadsWanted(a.split), sms, residentBlocks<optimizerKernel<G, W>, kThreads>(), kNoCap);
   optimizerKernel<G, W><<<blocks, kThreads, 0, stream>>>(a);
   checkLaunch("optimizerKernel");
 }
@@ -398,7 +387,7 @@ void optimizerWithGrad(const OptimStepArgs& args, cudaStream_t stream, int sms) 
 template <DType G>
 void accumulateAs(const void* g, float* acc, size_t n, bool overwrite, cudaStream_t stream, int sms) {
   const Split split = splitForVectors(n, 4, {{acc, 4}, {g, sizeof(typename Storage<G>::type)}});
-  const unsigned blocks = gridBlocks(threadsWanted(split), sms, residentBlocks<accumulateKernel<G>>(), kNoCap);
+  const unsigned blocks = gridBlocks(threadsWanted(split), sms, residentBlocks<accumulateKernel<G>, kThreads>(), kNoCap);
   accumulateKernel<G><<<blocks, kThreads, 0, stream>>>(g, acc, split, overwrite);
   checkLaunch("accumulateKernel");
 }

@@ -63,6 +63,19 @@ inline void checkLaunch(const char* kernelName) {
   fail("E_OOM", message);
 }
 
+// Resident blocks of `Threads` threads per SM for a kernel, queried once per kernel (device 0 is
+// the only device): sizes grids to one full wave.
+template <auto Kernel, int Threads>
+int residentBlocks() {
+  static const int blocks = [] {
+    int b = 0;
+    checkCuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, Kernel, Threads, 0),
+              "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+    return b > 1 ? b : 1;
+  }();  // a throw leaves it uninitialised: retried on the next call
+  return blocks;
+}
+
 }  // namespace mp
 
 #define MP_CUDA_CHECK(call) ::mp::checkCuda((call), #call)

@@ -583,17 +583,6 @@ void splitForVectors(size_t n, std::initializer_list<Operand> operands, size_t& 
   nvec = (n - h) / 4;
 }
 
-// Resident blocks of kThreads per SM for a kernel, queried once (device 0 is the only device).
-template <auto Kernel>
-int residentBlocks() {
-  static const int blocks = [] {
-    int b = 0;
-    checkCuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, Kernel, kThreads, 0),
-              "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-    return std::max(b, 1);
-  }();  // a throw leaves it uninitialised: retried on the next call
-  return blocks;
-}
 
 // Enough blocks for `work` units of `perBlock` each, at most `cap`, at least 1.
 unsigned blocksFor(uint64_t work, uint64_t perBlock, uint64_t cap) {
@@ -610,7 +599,7 @@ void launchElementwise(ElementwiseParams& e, cudaStream_t stream, int multiproce
   splitForVectors(e.n, {{e.out, e.outType}, {e.a, e.aType}, {e.b, e.bType}}, e.head, e.nvec);
   const size_t tail = e.n - (e.head + 4 * e.nvec);
   const uint64_t threads = std::max({(uint64_t)e.nvec, (uint64_t)e.head, (uint64_t)tail});
-  const unsigned blocks = blocksFor(threads, kThreads, oneWave(multiprocessors, residentBlocks<elementwiseKernel>()));
+  const unsigned blocks = blocksFor(threads, kThreads, oneWave(multiprocessors, residentBlocks<elementwiseKernel, kThreads>()));
   elementwiseKernel<<<blocks, kThreads, 0, stream>>>(e);
   checkLaunch("elementwiseKernel");
 }
@@ -764,11 +753,11 @@ void launchLayerNormForward(const LayerNormArgs& a, cudaStream_t stream, int mul
   p.y = a.y; p.yType = a.yType;
   p.mean = a.mean; p.rstd = a.rstd;
   if (p.N <= kWarpRowMaxColumns) {
-    const uint64_t cap = oneWave(multiprocessors, residentBlocks<layerNormForwardKernel<32>>());
+    const uint64_t cap = oneWave(multiprocessors, residentBlocks<layerNormForwardKernel<32>, kThreads>());
     layerNormForwardKernel<32><<<rowBlocks<32>(a.M, cap), kThreads, 0, stream>>>(p);
     checkLaunch("layerNormForwardKernel<warp>");
   } else {
-    const uint64_t cap = oneWave(multiprocessors, residentBlocks<layerNormForwardKernel<kThreads>>());
+    const uint64_t cap = oneWave(multiprocessors, residentBlocks<layerNormForwardKernel<kThreads>, kThreads>());
     layerNormForwardKernel<kThreads><<<rowBlocks<kThreads>(a.M, cap), kThreads, 0, stream>>>(p);
     checkLaunch("layerNormForwardKernel<block>");
   }
@@ -795,11 +784,11 @@ void launchLayerNormBackward(const LayerNormBackwardArgs& a, cudaStream_t stream
   p.M = M; p.N = a.N;
   p.dx = a.dx; p.dxType = a.dxType;
   if (a.N <= kWarpRowMaxColumns) {
-    const uint64_t cap = oneWave(multiprocessors, residentBlocks<layerNormBackwardKernel<32>>());
+    const uint64_t cap = oneWave(multiprocessors, residentBlocks<layerNormBackwardKernel<32>, kThreads>());
     layerNormBackwardKernel<32><<<rowBlocks<32>(M, cap), kThreads, 0, stream>>>(p);
     checkLaunch("layerNormBackwardKernel<warp>");
   } else {
-    const uint64_t cap = oneWave(multiprocessors, residentBlocks<layerNormBackwardKernel<kThreads>>());
+    const uint64_t cap = oneWave(multiprocessors, residentBlocks<layerNormBackwardKernel<kThreads>, kThreads>());
     layerNormBackwardKernel<kThreads><<<rowBlocks<kThreads>(M, cap), kThreads, 0, stream>>>(p);
     checkLaunch("layerNormBackwardKernel<block>");
   }
