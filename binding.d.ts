@@ -1,7 +1,7 @@
 // The exact type of the raw native addon (build/Release/mixprec.node). Users import the typed
 // wrapper in src/ (`mixprec`); this file is the contract between native/napi/addon.cpp and src/native.ts.
 // Every function throws an Error carrying a stable `code` (E_ARG, E_SHAPE, E_DTYPE, E_DISPOSED,
-// E_DEVICE, E_NO_CUDA, E_OOM, E_CUDA), which src/native.ts turns into a MixprecError.
+// E_DEVICE, E_NO_CUDA, E_OOM, E_CUDA, E_INTERNAL), which src/native.ts turns into a MixprecError.
 
 /** An opaque, type-tagged handle owning one backend allocation (freed by release() or on GC). */
 export type StorageHandle = { readonly __mixprecStorage: unique symbol };
@@ -26,20 +26,6 @@ export interface NativeBackendInfo {
   };
 }
 
-export interface NativeGemmArgs {
-  M: number; N: number; K: number;
-  transA: boolean; transB: boolean;
-  a: StorageHandle; aType: DTypeCode;
-  b: StorageHandle; bType: DTypeCode;
-  c?: StorageHandle; cType?: DTypeCode;
-  bias?: StorageHandle; biasType?: DTypeCode;
-  alpha: number; beta: number;
-  act: ActCode;
-  out: StorageHandle; outType: DTypeCode;
-  /** Also store the value before the activation here ([M, N] of preActType). */
-  preAct?: StorageHandle; preActType?: DTypeCode;
-}
-
 export interface NativeScalerConfig {
   growthFactor: number; backoffFactor: number; minScale: number; maxScale: number;
   growthInterval: number; hysteresis: number; dynamic: boolean; enabled: boolean;
@@ -51,15 +37,103 @@ export interface NativeOptimConfig {
   momentum: number; dampening: number; nesterov: boolean; maxNorm: number;
 }
 
-export interface NativeOptimizerStepArgs {
-  n: number;
-  master: StorageHandle;
-  working?: StorageHandle; workingType?: DTypeCode;
-  grad: StorageHandle; gradType: DTypeCode;
-  m?: StorageHandle; v?: StorageHandle;
-  state: StorageHandle;
-  config: NativeOptimConfig;
+/**
+ * Op arguments (native/core/op_args.h is the reference for every field's meaning). A tensor
+ * field `x` is a handle with `xOffset` (elements of its dtype, default 0) and, where its dtype
+ * varies, `xType`. Shapes and strides are in elements. Optional fields may be omitted or null.
+ */
+type H = StorageHandle;
+type Opt<T> = T | null | undefined;
+export interface FillArgs { n: number; value: number; out: H; outOffset?: number; outType: DTypeCode | 3 }
+export interface CopyArgs {
+  shape: number[]; xStrides: number[]; outStrides: number[];
+  x: H; xOffset?: number; xType: DTypeCode | 3; out: H; outOffset?: number; outType: DTypeCode | 3;
 }
+export interface GemmArgs {
+  M: number; N: number; K: number; batch?: number;
+  transA?: boolean; transB?: boolean;
+  lda?: number; ldb?: number; ldc?: number; strideA?: number; strideB?: number; strideC?: number;
+  alpha: number; beta: number; act: ActCode;
+  a: H; aOffset?: number; aType: DTypeCode;
+  b: H; bOffset?: number; bType: DTypeCode;
+  out: H; outOffset?: number; outType: DTypeCode;
+  c?: Opt<H>; cOffset?: number; cType?: DTypeCode;
+  bias?: Opt<H>; biasOffset?: number; biasType?: DTypeCode;
+  /** Also store the value before the activation here (same layout as out). */
+  preAct?: Opt<H>; preActOffset?: number; preActType?: DTypeCode;
+}
+/** op: 0 add, 1 sub, 2 mul. b absent: b is `scalar`. out contiguous with `shape`. */
+export interface BinaryArgs {
+  op: 0 | 1 | 2; shape: number[]; scalar: number;
+  a: H; aOffset?: number; aType: DTypeCode; aStrides: number[];
+  b?: Opt<H>; bOffset?: number; bType?: DTypeCode; bStrides?: number[];
+  out: H; outOffset?: number; outType: DTypeCode;
+}
+/** out[o, i] = alpha * sum_r x[o, r, i] + beta * out[o, i]. */
+export interface ReduceArgs {
+  outer: number; R: number; inner: number; alpha: number; beta: number;
+  x: H; xOffset?: number; xType: DTypeCode; out: H; outOffset?: number; outType: DTypeCode;
+}
+export interface ActivationArgs { act: ActCode; n: number; x: H; xOffset?: number; xType: DTypeCode; y: H; yOffset?: number; yType: DTypeCode }
+export interface ActivationBackwardArgs {
+  act: ActCode; n: number; dy: H; dyOffset?: number; dyType: DTypeCode; z: H; zOffset?: number; zType: DTypeCode;
+  dx: H; dxOffset?: number; dxType: DTypeCode;
+}
+/** seed = seedHi * 2^32 + seedLo (each a uint32). */
+export interface DropoutArgs {
+  n: number; p: number; seedHi: number; seedLo: number;
+  x: H; xOffset?: number; xType: DTypeCode; y: H; yOffset?: number; yType: DTypeCode;
+}
+export interface SoftmaxArgs { M: number; N: number; log?: boolean; x: H; xOffset?: number; xType: DTypeCode; y: H; yOffset?: number; yType: DTypeCode }
+export interface SoftmaxBackwardArgs {
+  M: number; N: number; log?: boolean; y: H; yOffset?: number; yType: DTypeCode; dy: H; dyOffset?: number; dyType: DTypeCode;
+  dx: H; dxOffset?: number; dxType: DTypeCode;
+}
+/** labels / correct: int32 storage. loss, gradScale: one FP32. */
+export interface CrossEntropyArgs {
+  B: number; C: number; smoothing: number; lossScale: number;
+  logits: H; logitsOffset?: number; logitsType: DTypeCode; labels: H; labelsOffset?: number;
+  gradScale?: Opt<H>; gradScaleOffset?: number;
+  dlogits?: Opt<H>; dlogitsOffset?: number; dType?: DTypeCode;
+  loss?: Opt<H>; lossOffset?: number; correct?: Opt<H>; correctOffset?: number;
+}
+export interface MseArgs {
+  n: number; lossScale: number;
+  pred: H; predOffset?: number; predType: DTypeCode; target: H; targetOffset?: number; targetType: DTypeCode;
+  gradScale?: Opt<H>; gradScaleOffset?: number;
+  dpred?: Opt<H>; dpredOffset?: number; dType?: DTypeCode;
+  loss?: Opt<H>; lossOffset?: number;
+}
+export interface LayerNormArgs {
+  M: number; N: number; eps: number;
+  x: H; xOffset?: number; xType: DTypeCode;
+  gType?: DTypeCode; gamma?: Opt<H>; gammaOffset?: number; beta?: Opt<H>; betaOffset?: number;
+  y: H; yOffset?: number; yType: DTypeCode; mean: H; meanOffset?: number; rstd: H; rstdOffset?: number;
+}
+export interface LayerNormBackwardArgs {
+  M: number; N: number; accumulate?: boolean;
+  dy: H; dyOffset?: number; dyType: DTypeCode; x: H; xOffset?: number; xType: DTypeCode;
+  gType?: DTypeCode; gamma?: Opt<H>; gammaOffset?: number;
+  mean: H; meanOffset?: number; rstd: H; rstdOffset?: number;
+  dx?: Opt<H>; dxOffset?: number; dxType?: DTypeCode;
+  dgType?: DTypeCode; dgamma?: Opt<H>; dgammaOffset?: number; dbeta?: Opt<H>; dbetaOffset?: number;
+}
+export interface EmbeddingArgs {
+  n: number; V: number; C: number; ids: H; idsOffset?: number;
+  weight: H; weightOffset?: number; wType: DTypeCode; out: H; outOffset?: number; outType: DTypeCode;
+}
+/** dweight: FP32 [V, C], accumulated into. */
+export interface EmbeddingBackwardArgs {
+  n: number; V: number; C: number; ids: H; idsOffset?: number;
+  dy: H; dyOffset?: number; dyType: DTypeCode; dweight: H; dweightOffset?: number;
+}
+export interface UnscaleArgs { n: number; g: H; gOffset?: number; gType: DTypeCode; state: H; out32?: Opt<H>; out32Offset?: number }
+export interface AmpFinalizeArgs { state: H; scaler: NativeScalerConfig; optim: NativeOptimConfig; updateScale: boolean }
+export interface OptimizerStepArgs {
+  n: number; master: H; working?: Opt<H>; workingType?: DTypeCode; grad: H; gradType: DTypeCode;
+  m?: Opt<H>; v?: Opt<H>; state: H; config: NativeOptimConfig;
+}
+export interface AccumulateArgs { n: number; overwrite: boolean; g: H; gOffset?: number; gType: DTypeCode; acc: H; accOffset?: number }
 
 export interface Binding {
   backends(): NativeBackendInfo[];
@@ -71,9 +145,6 @@ export interface Binding {
   download(h: StorageHandle, dtype: DTypeCode, n: number, offset?: number): Float32Array;
   writeBytes(h: StorageHandle, bytes: Uint8Array): void;
   readBytes(h: StorageHandle, bytes: number): Uint8Array;
-  fill(h: StorageHandle, dtype: DTypeCode, n: number, value: number): void;
-  cast(src: StorageHandle, srcType: DTypeCode, dst: StorageHandle, dstType: DTypeCode, n: number): void;
-  gemm(args: NativeGemmArgs): void;
   synchronize(device: string): void;
   /** Live tensor storage per backend (bytes and allocations made through alloc()). */
   memoryStats(): Record<'cpu' | 'cuda', { bytes: number; allocations: number }>;
@@ -81,41 +152,31 @@ export interface Binding {
   f16ToF32(bits: Uint16Array): Float32Array;
   bf16FromF32(values: Float32Array): Uint16Array;
   bf16ToF32(bits: Uint16Array): Float32Array;
-  // --- the mixed-precision step (native/shared/amp.h; state is an AmpState in backend memory) ---
-  unscaleCheckNorm(grad: StorageHandle, gradType: DTypeCode, n: number, state: StorageHandle, out32: StorageHandle | null): void;
-  ampFinalize(state: StorageHandle, scaler: NativeScalerConfig, optim: NativeOptimConfig, updateScale: boolean): void;
-  optimizerStep(args: NativeOptimizerStepArgs): void;
-  accumulate(grad: StorageHandle, gradType: DTypeCode, acc: StorageHandle, n: number, overwrite: boolean): void;
   /** The loss-scale rule on a host-side AmpState (GradScaler.update outside a fused step). */
   scalerUpdateHost(state: Uint8Array, scaler: NativeScalerConfig, foundInf: boolean): void;
   /** sizeof(AmpState), to check the layout mirrored in src/amp/state.ts. */
   readonly ampStateBytes: number;
-  // --- layers and losses (native/shared/nn.h); sizes in elements ---
-  /** A handle onto bytes [byteOffset, byteOffset + bytes) of another handle's memory (no copy). */
-  view(h: StorageHandle, byteOffset: number, bytes: number): StorageHandle;
-  activationForward(a: { act: ActCode; x: StorageHandle; xType: DTypeCode; y: StorageHandle; yType: DTypeCode; n: number }): void;
-  activationBackward(a: { act: ActCode; dy: StorageHandle; dyType: DTypeCode; z: StorageHandle; zType: DTypeCode; dx: StorageHandle; dxType: DTypeCode; n: number }): void;
-  columnSum(a: { x: StorageHandle; xType: DTypeCode; M: number; N: number; out: StorageHandle; outType: DTypeCode }): void;
-  /** labels: an int32 storage, values in [0, C) (checked by the caller). metrics: FP32 loss at lossOffset, int32 correct count at correctOffset (bytes). */
-  softmaxCrossEntropy(a: {
-    logits: StorageHandle; logitsType: DTypeCode; labels: StorageHandle; B: number; C: number; smoothing: number; lossScale: number;
-    dlogits?: StorageHandle; dType?: DTypeCode; metrics: StorageHandle; lossOffset?: number; correctOffset?: number;
-  }): void;
-  mseLoss(a: {
-    pred: StorageHandle; predType: DTypeCode; target: StorageHandle; targetType: DTypeCode; n: number; lossScale: number;
-    dpred?: StorageHandle; dType?: DTypeCode; metrics: StorageHandle; lossOffset?: number;
-  }): void;
-  layerNormForward(a: {
-    x: StorageHandle; xType: DTypeCode; gamma: StorageHandle; beta: StorageHandle; gType: DTypeCode; M: number; N: number; eps: number;
-    y: StorageHandle; yType: DTypeCode; mean: StorageHandle; rstd: StorageHandle;
-  }): void;
-  layerNormBackward(a: {
-    dy: StorageHandle; dyType: DTypeCode; x: StorageHandle; xType: DTypeCode; gamma: StorageHandle; gType: DTypeCode;
-    mean: StorageHandle; rstd: StorageHandle; M: number; N: number; dx: StorageHandle; dxType: DTypeCode;
-    dgamma: StorageHandle; dbeta: StorageHandle; dgType: DTypeCode;
-  }): void;
-  /** seed = seedHi * 2^32 + seedLo (each a uint32). */
-  dropout(a: { x: StorageHandle; xType: DTypeCode; y: StorageHandle; yType: DTypeCode; n: number; p: number; seedHi: number; seedLo: number }): void;
+  // --- the ops: one per line of native/core/ops.def ---
+  fill(a: FillArgs): void;
+  copy(a: CopyArgs): void;
+  gemm(a: GemmArgs): void;
+  binary(a: BinaryArgs): void;
+  reduceSum(a: ReduceArgs): void;
+  activationForward(a: ActivationArgs): void;
+  activationBackward(a: ActivationBackwardArgs): void;
+  dropout(a: DropoutArgs): void;
+  softmaxForward(a: SoftmaxArgs): void;
+  softmaxBackward(a: SoftmaxBackwardArgs): void;
+  softmaxCrossEntropy(a: CrossEntropyArgs): void;
+  mseLoss(a: MseArgs): void;
+  layerNormForward(a: LayerNormArgs): void;
+  layerNormBackward(a: LayerNormBackwardArgs): void;
+  embeddingForward(a: EmbeddingArgs): void;
+  embeddingBackward(a: EmbeddingBackwardArgs): void;
+  unscaleCheckNorm(a: UnscaleArgs): void;
+  ampFinalize(a: AmpFinalizeArgs): void;
+  optimizerStep(a: OptimizerStepArgs): void;
+  accumulate(a: AccumulateArgs): void;
   /** Test hook: force the CPU GEMM's scalar fallback ('scalar') or run-time dispatch ('auto'). Returns the path now in use. */
   setCpuGemmIsa(isa: 'auto' | 'scalar'): string;
 }

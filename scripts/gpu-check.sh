@@ -15,12 +15,12 @@ echo "jest rc=$?" >> "$summary"
 grep -E "^jest: " "$out/jest.log" >> "$summary"
 # 2. memcheck over the CUDA test cases only (describe titles carry "[cuda]")
 timeout 150 compute-sanitizer --tool memcheck --target-processes all --print-limit 20 \
-  node node_modules/.bin/jest --runInBand -t '\[cuda\]' test/gemm.test.ts test/amp_step.test.ts test/nn_ops.test.ts test/layers.test.ts \
+  node node_modules/.bin/jest --runInBand -t '\[cuda\]' test/gemm.test.ts test/amp_step.test.ts test/nn_ops.test.ts test/layers.test.ts test/ops.test.ts test/autograd.test.ts \
   > "$out/memcheck.log" 2>&1
 echo "memcheck rc=$?" >> "$summary"
 grep -E "ERROR SUMMARY" "$out/memcheck.log" >> "$summary"
 # 3. the bench on the GPU, with cuBLAS / PyTorch AMP measured in the same run where torch imports
-timeout 150 node dist/cli.js bench gemm amp train --device cuda --sizes 1024,2048,4096,8192 \
+timeout 150 node dist/cli.js bench gemm amp train tape --device cuda --sizes 1024,2048,4096,8192 \
   --widths 4096,4096,4096,4096 --batch 512 --json "$out/bench.json" > "$out/bench.log" 2>&1
 echo "bench rc=$?" >> "$summary"
 cat "$summary"; tail -n 40 "$out/bench.log"

@@ -9,6 +9,7 @@ import { backends } from './backends';
 import { benchAmp } from './bench/amp';
 import { benchGemm } from './bench/gemm';
 import { benchTrain } from './bench/train';
+import { benchTape } from './bench/tape';
 import { MixprecError } from './errors';
 import { addTrainCommand } from './train/cli_train';
 import { addDiagnoseCommand } from './diagnostics/cli_diagnose';
@@ -57,7 +58,7 @@ program
 program
   .command('bench')
   .description('benchmarks: gemm (GFLOP/s for fp32/fp16/bf16, ratios to fp32 and to a reference BLAS measured in the same run); amp (fused unscale/check/norm and AdamW as GB/s and as a ratio to a copy, vs the unfused passes)')
-  .argument('[sections...]', 'sections to run: gemm, amp, train (default: all)', ['gemm', 'amp', 'train'])
+  .argument('[sections...]', 'sections to run: gemm, amp, train, tape (default: all)', ['gemm', 'amp', 'train', 'tape'])
   .option('--widths <list>', 'train: MLP widths', intList, [784, 1024, 1024, 10])
   .option('--batch <n>', 'train: batch size', (v) => intList(v)[0], 256)
   .option('--params <n>', 'amp: parameters in the store (default 2^24 on the CPU, 2^28 on CUDA)', (v) => intList(v)[0])
@@ -67,7 +68,7 @@ program
   .option('--json <file>', 'also write the results as JSON to FILE, and a bar chart (SVG) of the fp32 / fp16 / bf16 figures beside it (FILE with .json replaced by .svg)')
   .option('--chart <file>', 'write the bar chart (SVG) here instead (works without --json too)')
   .action(async (sections: string[], o: { sizes: number[]; device?: string; reference: boolean; json?: string; chart?: string; params?: number; widths: number[]; batch: number }) => {
-    for (const s of sections) if (!['gemm', 'amp', 'train'].includes(s)) throw new InvalidArgumentError(`unknown bench section '${s}' (available: gemm, amp, train)`);
+    for (const s of sections) if (!['gemm', 'amp', 'train', 'tape'].includes(s)) throw new InvalidArgumentError(`unknown bench section '${s}' (available: gemm, amp, train, tape)`);
     if (o.device && o.device !== 'cpu' && o.device !== 'cuda') throw new InvalidArgumentError("--device must be 'cpu' or 'cuda'");
     const devices = o.device ? [o.device as 'cpu' | 'cuda'] : undefined;
     const result: Record<string, unknown> = { machine: machine() };
@@ -100,6 +101,14 @@ program
         console.log([r.device, r.precision, fmt(r.msPerStep, 2), fmt(r.samplesPerSecond, 0), fmt(r.ratioToOurFp32, 2), fmt(r.trainingBytes === undefined ? undefined : r.trainingBytes / 2 ** 20, 1), fmt(r.bytesPerParameter, 0)].map((c) => c.padStart(10)).join(' '));
       for (const [dev, ref] of Object.entries((reference ?? {}) as Record<string, { library?: string; error?: string }>))
         console.log(`reference on ${dev}: ${ref.library ?? `none (${ref.error})`}`);
+    }
+    if (sections.includes('tape')) {
+      const rows = await benchTape(devices);
+      result.tape = { rows };
+      console.log('\nTape overhead, 4 x (linear + relu) + cross-entropy, width 64, batch 32 (us; per op = per recorded op)');
+      console.log(['device', 'fwd nograd', 'fwd rec', 'backward', 'rec/op', 'replay/op'].map((h) => h.padStart(11)).join(' '));
+      for (const r of rows)
+        console.log([r.device, fmt(r.forwardNoGradUs, 1), fmt(r.forwardRecordedUs, 1), fmt(r.backwardUs, 1), fmt(r.recordUsPerOp, 2), fmt(r.replayUsPerOp, 2)].map((c) => c.padStart(11)).join(' '));
     }
     if (o.json) {
       fs.mkdirSync(path.dirname(path.resolve(o.json)), { recursive: true });

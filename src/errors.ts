@@ -12,7 +12,8 @@ export type ErrorCode =
   | 'E_STATE'     // an API used out of order (e.g. GradScaler: unscale twice before update), or a malformed state dict
   | 'E_DATA'      // a malformed data file or array (IDX magic / dims / length, labels out of range)
   | 'E_CHECKPOINT'// a checkpoint that is truncated, corrupted, of another version, or of another model
-  | 'E_IO';       // a file could not be read or written (the message has the OS error)
+  | 'E_IO'        // a file could not be read or written (the message has the OS error)
+  | 'E_INTERNAL'; // a native library failed in a way mixprec does not classify (a bug: please report it)
 
 export class MixprecError extends Error {
   readonly code: ErrorCode;

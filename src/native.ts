@@ -5,7 +5,7 @@ import type { Binding } from '../binding';
 import { ErrorCode, MixprecError } from './errors';
 
 const NATIVE_CODES = new Set<string>([
-  'E_ARG', 'E_SHAPE', 'E_DTYPE', 'E_DEVICE', 'E_DISPOSED', 'E_NO_CUDA', 'E_OOM', 'E_CUDA',
+  'E_ARG', 'E_SHAPE', 'E_DTYPE', 'E_DEVICE', 'E_DISPOSED', 'E_NO_CUDA', 'E_OOM', 'E_CUDA', 'E_INTERNAL',
 ]);
 
 function translate(err: unknown): never {

@@ -119,8 +119,10 @@ test('raw addon rejects foreign handles and out-of-bounds sizes instead of crash
   const h = n.alloc('cpu', 8);
   expect(codeOf(() => n.download(h, 0, 3))).toBe('E_SHAPE'); // 12 bytes from an 8-byte storage
   expect(codeOf(() => n.download({} as never, 0, 1))).toBe('E_ARG');
-  expect(codeOf(() => n.fill(h, 7 as never, 1, 0))).toBe('E_DTYPE');
-  expect(codeOf(() => n.gemm({ M: 4, N: 4, K: 4, transA: false, transB: false, a: h, aType: 0, b: h, bType: 0, alpha: 1, beta: 0, act: 0, out: h, outType: 0 }))).toBe('E_SHAPE');
+  expect(codeOf(() => n.fill({ n: 1, value: 0, out: h, outType: 7 as never }))).toBe('E_DTYPE');
+  const h2 = n.alloc('cpu', 8);
+  expect(codeOf(() => n.gemm({ M: 4, N: 4, K: 4, a: h, aType: 0, b: h2, bType: 0, alpha: 1, beta: 0, act: 0, out: n.alloc('cpu', 64), outType: 0 }))).toBe('E_SHAPE');
+  n.release(h2);
   n.release(h);
   n.release(h);
   expect(codeOf(() => n.download(h, 0, 1))).toBe('E_DISPOSED');

@@ -1,89 +1,32 @@
 // CPU side of the mixed-precision step: loops over flat buffers calling the shared per-element
-// math (native/shared/amp.h). Work is split into fixed-size blocks, so the reduction order (and
-// therefore the FP32 sum of squares) does not depend on the thread count.
+// math (native/shared/amp.h). Semantics at UnscaleArgs ... AccumulateArgs (native/core/op_args.h).
+// Work is split into fixed-size blocks (loops.h), so the reduction order (and therefore the FP32
+// sum of squares) does not depend on the thread count.
 //
-// Speed: each block is processed in small chunks. FP16 chunks are widened / narrowed with F16C
-// when the CPU has it (exact, and bit-identical to half.h's RNE, NaNs included), so the FP32
-// math in between runs on plain float arrays that the compiler vectorises. No FMA contraction is
-// allowed here (see CMakeLists.txt), so results are bitwise those of the scalar definition.
+// Speed: each block is processed in small chunks, widened / narrowed with F16C where the CPU has
+// it (loops.h; exact, and bit-identical to half.h's RNE, NaNs included), so the FP32 math in
+// between runs on plain float arrays that the compiler vectorises. No FMA contraction is allowed
+// here (see CMakeLists.txt), so results are bitwise those of the scalar definition.
 #include <string.h>
 
 #include <vector>
 
-#include "cpu_backend.h"
-#include "parallel.h"
-
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
-#define MP_X86 1
 #endif
+
+#include "cpu_backend.h"
+#include "loops.h"
 
 namespace mp {
+namespace cpu {
 namespace {
-
-constexpr size_t kBlock = 1 << 14;  // elements per reduction block (fixed: determinism)
-constexpr size_t kChunk = 256;      // elements converted at a time (stays in L1)
-
-#ifdef MP_X86
-bool hasF16C() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-  return ok;
-}
-__attribute__((target("avx2,f16c"))) void f16ToF32Avx(const uint16_t* src, float* dst, size_t n) {
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
-  for (; i < n; ++i) dst[i] = f16_bits_to_f32(src[i]);
-}
-__attribute__((target("avx2,f16c"))) void f32ToF16Avx(const float* src, uint16_t* dst, size_t n) {
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
-                     _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  for (; i < n; ++i) dst[i] = f32_to_f16_bits(src[i]);
-}
-#endif
-
-// dst[0..n) = element i0.. of src as FP32 (exact).
-void widen(const void* src, DType t, size_t i0, size_t n, float* dst) {
-  if (t == DType::F32) { memcpy(dst, static_cast<const float*>(src) + i0, n * 4); return; }
-  const uint16_t* s = static_cast<const uint16_t*>(src) + i0;
-#ifdef MP_X86
-  if (t == DType::F16 && hasF16C()) return f16ToF32Avx(s, dst, n);
-#endif
-  for (size_t i = 0; i < n; ++i) dst[i] = t == DType::F16 ? f16_bits_to_f32(s[i]) : bf16_bits_to_f32(s[i]);
-}
-
-// Elements i0.. of dst = src[0..n) rounded to t (RNE).
-void narrow(const float* src, void* dst, DType t, size_t i0, size_t n) {
-  if (t == DType::F32) { memcpy(static_cast<float*>(dst) + i0, src, n * 4); return; }
-  uint16_t* d = static_cast<uint16_t*>(dst) + i0;
-#ifdef MP_X86
-  if (t == DType::F16 && hasF16C()) return f32ToF16Avx(src, d, n);
-#endif
-  for (size_t i = 0; i < n; ++i) d[i] = t == DType::F16 ? f32_to_f16_bits(src[i]) : f32_to_bf16_bits(src[i]);
-}
-
-template <typename F>
-void forBlocks(size_t n, F&& f) {
-  const int64_t blocks = (int64_t)((n + kBlock - 1) / kBlock);
-  parallelFor(blocks, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const size_t begin = (size_t)b * kBlock, end = begin + kBlock < n ? begin + kBlock : n;
-      f(b, begin, end);
-    }
-  });
-}
 
 // Calls f(i0, len) over [begin, end) in chunks of at most kChunk.
 template <typename F>
 void forChunks(size_t begin, size_t end, F&& f) {
   for (size_t i0 = begin; i0 < end; i0 += kChunk) f(i0, end - i0 < kChunk ? end - i0 : kChunk);
 }
-
-// Compiled twice (AVX2 and baseline) and chosen at load time, so the plain loops below vectorise
-// 8-wide where the CPU allows. No FMA in either clone: results stay bitwise the scalar ones.
-#define MP_CLONES __attribute__((target_clones("avx2", "default")))
 
 // x = x * invScale in place; 8-lane FP32 sum of squares (lane k takes elements j with j % 8 == k,
 // a fixed order); bad |= any non-finite. GCC vector extensions keep the 8 lanes explicit.
@@ -116,10 +59,59 @@ MP_CLONES void unscaleChunk(float* x, size_t len, float invScale, float acc[8], 
   }
 }
 
+#if defined(__x86_64__) || defined(_M_X64)
+// unscaleChunk fused with the F16C widening, over a whole block of FP16 gradients: each 8-wide
+// load is widened in registers (exact) and unscaled, so there is no round trip through a chunk
+// buffer (whose stack placement made the streaming pass up to 30% slower). The same operations
+// per lane as unscaleChunk (lane k takes the elements j with j % 8 == k; mul, then add: no FMA in
+// this target), so the same bits.
+__attribute__((target("avx2,f16c"))) void unscaleF16Avx(const uint16_t* g, size_t len, float invScale, float* out32,
+                                                      float acc[8], int& bad) {
+  __m256 sum = _mm256_loadu_ps(acc);
+  __m256i nonFinite = _mm256_setzero_si256();
+  const __m256 scale = _mm256_set1_ps(invScale);
+  const __m256i expMask = _mm256_set1_epi32(0x7f800000);
+  size_t j = 0;
+  for (; j + 8 <= len; j += 8) {
+    const __m256 u = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + j))), scale);
+    if (out32) _mm256_storeu_ps(out32 + j, u);
+    const __m256i bits = _mm256_and_si256(_mm256_castps_si256(u), expMask);
+    nonFinite = _mm256_or_si256(nonFinite, _mm256_cmpeq_epi32(bits, expMask));
+    sum = _mm256_add_ps(sum, _mm256_mul_ps(u, u));
+  }
+  _mm256_storeu_ps(acc, sum);
+  bad |= !_mm256_testz_si256(nonFinite, nonFinite);
+  for (; j < len; ++j) {
+    const float u = unscale_element(g, DType::F16, j, invScale);
+    if (out32) out32[j] = u;
+    bad |= !is_finite_f32(u);
+    acc[j & 7] += u * u;
+  }
+}
+
+// acc[j] += widened g[j] for an FP16 block, widened in registers (the same FP32 adds as the
+// chunked path, without the round trip through a chunk buffer).
+__attribute__((target("avx2,f16c"))) void accumulateF16Avx(const uint16_t* g, float* acc, size_t len) {
+  size_t j = 0;
+  for (; j + 8 <= len; j += 8)
+    _mm256_storeu_ps(acc + j, _mm256_add_ps(_mm256_loadu_ps(acc + j),
+                                            _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + j)))));
+  for (; j < len; ++j) acc[j] += f16_bits_to_f32(g[j]);
+}
+#endif
+
 void unscaleBlock(const void* g, DType t, size_t begin, size_t end, float invScale, float* out32, float& sumsq, int& inf) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int bad = 0;
-  float x[kChunk];
+#if defined(__x86_64__) || defined(_M_X64)
+  if (t == DType::F16 && cpuHasF16C()) {
+    unscaleF16Avx(static_cast<const uint16_t*>(g) + begin, end - begin, invScale, out32 ? out32 + begin : nullptr, acc, bad);
+    sumsq = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    inf = bad;
+    return;
+  }
+#endif
+  alignas(64) float x[kChunk];
   forChunks(begin, end, [&](size_t i0, size_t len) {
     widen(g, t, i0, len, x);
     unscaleChunk(x, len, invScale, acc, bad);
@@ -146,7 +138,7 @@ MP_CLONES void updateChunk(float* __restrict p, float* __restrict m, float* __re
 }
 
 void optimizerBlock(const OptimStepArgs& a, size_t begin, size_t end) {
-  float g[kChunk];
+  alignas(64) float g[kChunk];
   forChunks(begin, end, [&](size_t i0, size_t len) {
     widen(a.grad, a.gradType, i0, len, g);
     float* p = a.master + i0;
@@ -163,7 +155,12 @@ void optimizerBlock(const OptimStepArgs& a, size_t begin, size_t end) {
 
 }  // namespace
 
-void cpuUnscaleCheckNorm(const void* g, DType t, size_t n, AmpState* state, float* out32) {
+void unscaleCheckNorm(const UnscaleArgs& a) {
+  const void* g = a.g;
+  const DType t = a.gType;
+  const size_t n = a.n;
+  AmpState* state = a.state;
+  float* out32 = a.out32;
   const size_t blocks = (n + kBlock - 1) / kBlock;
   std::vector<float> sums(blocks);
   std::vector<int> infs(blocks);
@@ -178,21 +175,29 @@ void cpuUnscaleCheckNorm(const void* g, DType t, size_t n, AmpState* state, floa
   state->foundInf |= inf;
 }
 
-void cpuOptimizerStep(const OptimStepArgs& a) {
+void ampFinalize(const AmpFinalizeArgs& a) { amp_finalize(*a.state, a.scaler, a.optim, a.updateScale); }
+
+void optimizerStep(const OptimStepArgs& a) {
   if (a.state->skipped) return;  // overflow: everything stays bitwise unchanged
   forBlocks(a.n, [&](int64_t, size_t begin, size_t end) { optimizerBlock(a, begin, end); });
 }
 
-void cpuAccumulate(const void* g, DType t, float* acc, size_t n, bool overwrite) {
-  forBlocks(n, [&](int64_t, size_t begin, size_t end) {
-    float x[kChunk];
+void accumulate(const AccumulateArgs& a) {
+  forBlocks(a.n, [&](int64_t, size_t begin, size_t end) {
+    if (a.overwrite && a.gType == DType::F32 && a.g == a.acc) return;  // acc = acc
+    if (a.overwrite) return widen(a.g, a.gType, begin, end - begin, a.acc + begin);
+#if defined(__x86_64__) || defined(_M_X64)
+    if (a.gType == DType::F16 && cpuHasF16C())
+      return accumulateF16Avx(static_cast<const uint16_t*>(a.g) + begin, a.acc + begin, end - begin);
+#endif
+    alignas(64) float x[kChunk];
     forChunks(begin, end, [&](size_t i0, size_t len) {
-      widen(g, t, i0, len, x);
-      float* d = acc + i0;
-      if (overwrite) memcpy(d, x, len * 4);
-      else for (size_t j = 0; j < len; ++j) d[j] += x[j];
+      widen(a.g, a.gType, i0, len, x);
+      float* d = a.acc + i0;
+      for (size_t j = 0; j < len; ++j) d[j] += x[j];
     });
   });
 }
 
+}  // namespace cpu
 }  // namespace mp

@@ -13,6 +13,13 @@
 // it is F32, else in a workspace); the epilogue (alpha, beta*C, bias, activation, rounding to
 // outType) runs once, on the last K block, while the tile is still in cache.
 //
+// Operands are read through element strides (Operand), so leading dimensions larger than a row
+// and all four transposes cost nothing extra: packing absorbs them. A batch is a loop over items
+// (each item a 2-D GEMM with the threads sharing its blocks), or, when the items are too small to
+// keep every thread busy, items claimed by the threads one at a time (each run single-threaded).
+// Either way an item's sums are taken in the same order (K blocks in order, k in order within a
+// block), so results never depend on the thread count.
+//
 // The AVX2/FMA/F16C functions carry target attributes and are chosen at run time, so this file
 // is compiled for baseline x86-64 (or any other architecture, where only the scalar path exists).
 #include <stdint.h>
@@ -106,13 +113,16 @@ struct Operand {
   const void* data;
   DType type;
   int64_t pStride, kStride;  // element (p, k) is at p * pStride + k * kStride
+  int64_t pExtent;           // p < pExtent: bounds the vector loads along p (a stored row may be shorter than its ld)
 };
 
-Operand operandA(const GemmArgs& g) {
-  return g.transA ? Operand{g.A, g.aType, 1, g.M} : Operand{g.A, g.aType, g.K, 1};
+// A is stored [M,K] (rows lda apart) or, transposed, [K,M]; B is stored [K,N] (rows ldb apart) or,
+// transposed, [N,K] (as PyTorch's Linear weight).
+Operand operandA(const GemmArgs& g, const void* A) {
+  return g.transA ? Operand{A, g.aType, 1, g.lda, g.M} : Operand{A, g.aType, g.lda, 1, g.M};
 }
-Operand operandB(const GemmArgs& g) {
-  return g.transB ? Operand{g.B, g.bType, g.K, 1} : Operand{g.B, g.bType, 1, g.N};
+Operand operandB(const GemmArgs& g, const void* B) {
+  return g.transB ? Operand{B, g.bType, g.ldb, 1, g.N} : Operand{B, g.bType, 1, g.ldb, g.N};
 }
 
 struct Epilogue {
@@ -121,7 +131,7 @@ struct Epilogue {
   const void* bias; DType biasType;
   Act act;
   void* out; DType outType;
-  int64_t N;  // row stride of C and out
+  int64_t ldc;  // row stride of C, out and preAct
   bool identity;  // alpha 1, no C, no bias, no activation, FP32 out: sums are the result
   void* preAct; DType preActType;  // optional: the value before the activation (GELU's backward)
 };
@@ -142,7 +152,7 @@ struct TileJob {
 // Scalar path: portable, also the reference for the vector path's semantics.
 
 void epilogueRowScalar(const Epilogue& e, const float* sums, int64_t m, int64_t n, int count) {
-  const size_t base = (size_t)(m * e.N + n);
+  const size_t base = (size_t)(m * e.ldc + n);
   for (int j = 0; j < count; ++j) {
     float v = e.alpha * sums[j];
     if (e.beta != 0.0f) v += e.beta * load_f32(e.C, e.cType, base + j);  // C read before out
@@ -271,7 +281,7 @@ MP_TARGET_AVX2 inline __m256 applyActAvx2(Act act, __m256 v) {
 
 MP_TARGET_AVX2 void epilogueRowAvx2(const Epilogue& e, const float* sums, int64_t m, int64_t n,
                                     int count) {
-  const size_t base = (size_t)(m * e.N + n);
+  const size_t base = (size_t)(m * e.ldc + n);
   const __m256 alpha = _mm256_set1_ps(e.alpha), beta = _mm256_set1_ps(e.beta);
   int j = 0;
   for (; j + 8 <= count; j += 8) {
@@ -340,7 +350,7 @@ MP_TARGET_AVX2 void packPanelAlongKAvx2(const Operand& op, int64_t p0, int valid
 template <int W>
 MP_TARGET_AVX2 void packPanelsAlongPAvx2(const Operand& op, int64_t p0, int64_t count,
                                          int64_t k0, int64_t kc, float* out) {
-  const int64_t rowLength = op.kStride;  // the stored row holds all p for one k
+  const int64_t rowLength = op.pExtent;  // the stored row holds all p for one k (op.kStride apart)
   const int64_t readWidth = roundUp(W, 8);
   // Full panels whose 8-wide loads stay inside the stored row; the rest go through scalar code.
   const int64_t fitting = rowLength - p0 >= readWidth ? (rowLength - p0 - readWidth) / W + 1 : 0;
@@ -462,8 +472,8 @@ void runTile(const TileJob& job, const float* aPanel, const float* bPanel, int64
     direct = job.partial + row * job.ldPartial + (col - job.colOrigin);
     ldDirect = job.ldPartial;
   } else if (e.identity) {
-    direct = static_cast<float*>(e.out) + row * e.N + col;
-    ldDirect = e.N;
+    direct = static_cast<float*>(e.out) + row * e.ldc + col;
+    ldDirect = e.ldc;
   }
   const bool accumulate = job.partial && !job.firstK;
 
@@ -586,11 +596,6 @@ void splitRange(int64_t total, int64_t unit, int64_t parts, int64_t index, int64
   end = std::min(total, units * (index + 1) / parts * unit);
 }
 
-bool rangesOverlap(const void* a, size_t aBytes, const void* b, size_t bBytes) {
-  const uintptr_t a0 = (uintptr_t)a, b0 = (uintptr_t)b;
-  return a0 < b0 + bBytes && b0 < a0 + aBytes;
-}
-
 void waitUntilAtLeast(const std::atomic<int64_t>& counter, int64_t target) {
   for (uint32_t spins = 0; counter.load(std::memory_order_acquire) < target; ++spins) {
     if (spins < 4096) MP_GEMM_CPU_RELAX();
@@ -601,7 +606,6 @@ void waitUntilAtLeast(const std::atomic<int64_t>& counter, int64_t target) {
 thread_local AlignedBuffer tlsPackedA;
 thread_local AlignedBuffer tlsPackedB;
 thread_local AlignedBuffer tlsPartialSums;
-thread_local AlignedBuffer tlsCopyOfC;
 
 // B panels per claim when threads share the packing of a B block.
 constexpr int64_t kPanelsPerPackChunk = 4;
@@ -611,7 +615,7 @@ struct GemmPlan {
   const Kernels* kernels;
   Operand a, b;
   Epilogue epilogue;
-  int64_t M, N, K, kc, ncBlock;
+  int64_t M, N, K, ldc, kc, ncBlock;
   bool multiK, partialInOut;
   float* workspace;  // FP32 partial sums when they cannot live in out
   float* packedB;
@@ -638,7 +642,7 @@ void runBlock(const GemmPlan& plan, int64_t jc, int64_t nc, int64_t pc, const Wo
   base.colOrigin = jc;
   if (plan.multiK) {
     base.partial = plan.partialInOut ? static_cast<float*>(plan.epilogue.out) + jc : plan.workspace;
-    base.ldPartial = plan.partialInOut ? plan.N : plan.ncBlock;
+    base.ldPartial = plan.partialInOut ? plan.ldc : plan.ncBlock;
   }
   base.epilogue = &plan.epilogue;
 
@@ -673,28 +677,35 @@ void runBlock(const GemmPlan& plan, int64_t jc, int64_t nc, int64_t pc, const Wo
   else doShare(0, 1);
 }
 
-void runGemm(const Kernels& kernels, const GemmArgs& g) {
+// The operands of one batch item.
+struct GemmItem {
+  const void* A;
+  const void* B;
+  const void* C;
+  void* out;
+  void* preAct;
+};
+
+void runGemm(const Kernels& kernels, const GemmArgs& g, const GemmItem& item, int threads) {
   GemmPlan plan{};
   plan.kernels = &kernels;
   plan.M = g.M;
   plan.N = g.N;
   plan.K = g.K;
-  plan.a = operandA(g);
-  plan.b = operandB(g);
-  plan.epilogue = {g.alpha, g.beta, g.C, g.cType, g.bias, g.biasType, g.act, g.out, g.outType, g.N,
+  plan.ldc = g.ldc;
+  plan.a = operandA(g, item.A);
+  plan.b = operandB(g, item.B);
+  plan.epilogue = {g.alpha, g.beta, item.C, g.cType, g.bias, g.biasType, g.act, item.out, g.outType, g.ldc,
                    g.alpha == 1.0f && g.beta == 0.0f && !g.bias && g.act == Act::None &&
                        g.outType == DType::F32 && !g.preAct,
-                   g.preAct, g.preActType};
+                   item.preAct, g.preActType};
 
-  const size_t mn = (size_t)g.M * (size_t)g.N;
-  const bool cOverlapsOut = g.beta != 0.0f && rangesOverlap(g.C, mn * dtype_size(g.cType), g.out,
-                                                            mn * dtype_size(g.outType));
-  // Element-wise read-then-write is only safe when C and out are the very same array.
-  if (cOverlapsOut && !(g.C == g.out && g.cType == g.outType)) {
-    float* copy = tlsCopyOfC.reserve(ceilDiv((int64_t)(mn * dtype_size(g.cType)), sizeof(float)));
-    memcpy(copy, g.C, mn * dtype_size(g.cType));
-    plan.epilogue.C = copy;
-  }
+  // The epilogue reads C element by element just before writing out there, so C may be out
+  // itself (GemmArgs::check() rejects every other overlap); the partial sums of the earlier K
+  // blocks then must not live in out.
+  const size_t extent = matrixExtent(g.M, g.N, g.ldc);
+  const bool cOverlapsOut =
+      g.beta != 0.0f && bytesOverlap(item.C, extent * dtype_size(g.cType), item.out, extent * dtype_size(g.outType));
 
   plan.kc = balancedBlock(g.K, kKC, 1);
   plan.multiK = plan.kc < g.K;
@@ -710,7 +721,7 @@ void runGemm(const Kernels& kernels, const GemmArgs& g) {
   plan.ncBlock = balancedBlock(g.N, ncMax, kNR);
   plan.workspace = partialInWorkspace ? tlsPartialSums.reserve((size_t)(g.M * plan.ncBlock)) : nullptr;
   plan.packedB = tlsPackedB.reserve((size_t)(roundUp(plan.ncBlock, kNR) * plan.kc));
-  plan.threads = chooseThreadCount(g);
+  plan.threads = threads;
 
   for (int64_t jc = 0; jc < g.N; jc += plan.ncBlock) {
     const int64_t nc = std::min(plan.ncBlock, g.N - jc);
@@ -718,7 +729,34 @@ void runGemm(const Kernels& kernels, const GemmArgs& g) {
     for (int64_t pc = 0; pc < g.K; pc += plan.kc) runBlock(plan, jc, nc, pc, work);
   }
   tlsPartialSums.releaseIfLargerThan(kKeepWorkspaceBytes);
-  tlsCopyOfC.releaseIfLargerThan(kKeepWorkspaceBytes);
+}
+
+GemmItem batchItem(const GemmArgs& g, int64_t b) {
+  auto at = [](const void* p, DType t, int64_t stride, int64_t b) -> const char* {
+    return p ? static_cast<const char*>(p) + (size_t)(b * stride) * dtype_size(t) : nullptr;
+  };
+  GemmItem it;
+  it.A = at(g.A, g.aType, g.strideA, b);
+  it.B = at(g.B, g.bType, g.strideB, b);
+  it.C = g.beta != 0.0f ? at(g.C, g.cType, g.strideC, b) : nullptr;
+  it.out = const_cast<char*>(at(g.out, g.outType, g.strideC, b));
+  it.preAct = const_cast<char*>(at(g.preAct, g.preActType, g.strideC, b));
+  return it;
+}
+
+void runBatched(const Kernels& kernels, const GemmArgs& g) {
+  const int itemThreads = chooseThreadCount(g);
+  const int64_t across = std::min<int64_t>(g.batch, numThreads());
+  if (g.batch == 1 || across <= itemThreads) {
+    for (int64_t b = 0; b < g.batch; ++b) runGemm(kernels, g, batchItem(g, b), itemThreads);
+    return;
+  }
+  // Small items: the threads claim whole items (dynamically, so a thread that lost its core for
+  // a while simply claims fewer), each item run on one thread with that thread's own buffers.
+  alignas(64) std::atomic<int64_t> next{0};
+  parallelFor(across, [&](int64_t, int64_t) {
+    for (int64_t b; (b = next.fetch_add(1)) < g.batch;) runGemm(kernels, g, batchItem(g, b), 1);
+  });
 }
 
 }  // namespace
@@ -731,12 +769,14 @@ void setCpuGemmIsa(const std::string& isa) {
   else fail("E_ARG", "setCpuGemmIsa: unknown ISA '" + isa + "' (expected 'auto' or 'scalar')");
 }
 
-void cpuGemm(const GemmArgs& args) {
+namespace cpu {
+void gemm(const GemmArgs& args) {
   try {
-    runGemm(activeKernels(), args);
+    runBatched(activeKernels(), args);
   } catch (const std::bad_alloc&) {
     fail("E_OOM", "CPU GEMM: out of memory");
   }
 }
+}  // namespace cpu
 
 }  // namespace mp

@@ -1,6 +1,8 @@
-// The CUDA backend: device probing, memory, element-wise kernels, and the GEMM dispatch.
+// The CUDA backend: device probing, memory (a caching allocator), and the op table: one method
+// per line of native/core/ops.def, each calling mp::cuda::<op> (cuda_ops.cuh; kernels by family
+// in copy.cu, gemm.cu, elementwise.cu, reduce.cu, softmax.cu, layernorm.cu, embedding.cu, amp.cu).
 // Everything runs on one stream the backend owns; calls that hand data back to the host
-// synchronise that stream, the rest are asynchronous.
+// synchronise that stream, the ops never do.
 #include "cuda_backend.h"
 
 #include <cuda_runtime.h>
@@ -11,46 +13,18 @@
 #include <mutex>
 #include <unordered_map>
 #include <string>
-#include "amp.cuh"
 #include "check.cuh"
+#include "cuda_ops.cuh"
 #include "gemm.cuh"
-#include "nn.cuh"
 
 namespace mp {
 namespace {
 
 constexpr int kMinComputeCapability = 75;  // Turing: ldmatrix and f16 mma.sync
-constexpr int kElementwiseThreads = 256;
 
-// ------------------------------------------------------------------------------------------
-// Element-wise kernels
-
-// pattern holds the fill value already converted (by store_f32 on the host), so every element
-// gets the exact bits the CPU backend would write, without converting per element.
-__global__ void fillKernel(void* dst, DType type, size_t n, uint32_t pattern) {
-  const size_t stride = (size_t)gridDim.x * blockDim.x;
-  if (type == DType::F32) {
-    uint32_t* out = static_cast<uint32_t*>(dst);
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) out[i] = pattern;
-  } else {
-    uint16_t* out = static_cast<uint16_t*>(dst);
-    const uint16_t bits = (uint16_t)pattern;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) out[i] = bits;
-  }
-}
-
-__global__ void castKernel(const void* src, DType srcType, void* dst, DType dstType, size_t n) {
-  const size_t stride = (size_t)gridDim.x * blockDim.x;
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
-    store_f32(dst, dstType, i, load_f32(src, srcType, i));
-}
-
-// Enough blocks to fill the GPU several times over; grid-stride loops cover the rest.
-unsigned elementwiseBlocks(size_t n, int multiprocessors) {
-  const size_t needed = (n + kElementwiseThreads - 1) / kElementwiseThreads;
-  const size_t cap = (size_t)std::max(multiprocessors, 1) * 32;
-  return (unsigned)std::min(needed, cap);
-}
+// Probing only: a kernel of this translation unit, to ask whether the addon has code (SASS or
+// PTX) the device can run.
+__global__ void probeKernel() {}
 
 // ------------------------------------------------------------------------------------------
 // Device memory. Nothing else in the backend calls cudaMalloc / cudaFree, so a caching
@@ -70,36 +44,6 @@ void* deviceAlloc(size_t bytes) {
 }
 
 void deviceFree(void* p) { MP_CUDA_CHECK(cudaFree(p)); }
-
-// For cleanup that must not throw (destructors during unwinding): whatever failed has already
-// been reported by the exception in flight.
-void deviceFreeQuietly(void* p) noexcept {
-  cudaFree(p);
-  cudaGetLastError();
-}
-
-bool rangesOverlap(const void* a, size_t aBytes, const void* b, size_t bBytes) {
-  const uintptr_t a0 = reinterpret_cast<uintptr_t>(a), b0 = reinterpret_cast<uintptr_t>(b);
-  return a0 < b0 + bBytes && b0 < a0 + aBytes;
-}
-
-// A temporary device buffer for work queued on `stream`, freed once that work is done. The
-// destructor cannot throw: a kernel fault it might see resurfaces at the next synchronising call.
-class ScratchBuffer {
- public:
-  ScratchBuffer(void* p, cudaStream_t stream) : p_(p), stream_(stream) {}
-  ScratchBuffer(const ScratchBuffer&) = delete;
-  ScratchBuffer& operator=(const ScratchBuffer&) = delete;
-  ~ScratchBuffer() {
-    cudaStreamSynchronize(stream_);
-    deviceFreeQuietly(p_);
-  }
-  void* get() const { return p_; }
-
- private:
-  void* p_;
-  cudaStream_t stream_;
-};
 
 // ------------------------------------------------------------------------------------------
 // Probing
@@ -178,7 +122,7 @@ void probeDevice(BackendInfo& info) {
 
   // A GPU newer than every architecture this addon was built for, with no PTX it can JIT.
   cudaFuncAttributes attributes;
-  status = cudaFuncGetAttributes(&attributes, fillKernel);
+  status = cudaFuncGetAttributes(&attributes, probeKernel);
   if (status != cudaSuccess) {
     cudaGetLastError();
     info.reason = "this build of mixprec has no kernels for GPU 0 (" + device.name + ", compute capability " +
@@ -208,9 +152,12 @@ class CudaBackend final : public Backend {
   // stream, so a block released here can be reused at once: work queued later on the stream runs
   // after the work that used it. Sizes are rounded (512 B below 1 MiB, 2 MiB above) so similar
   // requests share blocks; a cached block serves a request of at least half its size. On
-  // cudaMalloc failure the cache is emptied and the allocation retried once.
+  // cudaMalloc failure the cache is emptied and the allocation retried once. The ops take their
+  // workspaces from here too (cuda_ops.cuh), so a mutex guards the maps against host threads
+  // (Node workers) sharing the backend.
   void* alloc(size_t bytes) override {
     useDevice();
+    std::lock_guard<std::mutex> lock(mutex_);
     const size_t size = roundedSize(bytes);
     auto it = cached_.lower_bound(size);
     if (it != cached_.end() && it->first <= 2 * size) {
@@ -224,7 +171,7 @@ class CudaBackend final : public Backend {
       p = deviceAlloc(size);
     } catch (const Error& e) {
       if (e.code != "E_OOM" || cached_.empty()) throw;
-      emptyCache();
+      emptyCacheLocked();
       p = deviceAlloc(size);
     }
     live_[p] = size;
@@ -233,6 +180,7 @@ class CudaBackend final : public Backend {
 
   void release(void* p) override {
     if (p == nullptr) return;
+    std::lock_guard<std::mutex> lock(mutex_);
     auto it = live_.find(p);
     if (it == live_.end()) return;  // not ours: nothing to do (never happens through the N-API layer)
     cached_.emplace(it->second, p);
@@ -240,7 +188,8 @@ class CudaBackend final : public Backend {
   }
 
   // Frees every cached block (after the stream drained: queued kernels may still use them).
-  void emptyCache() {
+  // The caller holds mutex_.
+  void emptyCacheLocked() {
     MP_CUDA_CHECK(cudaStreamSynchronize(stream_));
     for (auto& [size, p] : cached_) deviceFree(p);
     cached_.clear();
@@ -262,125 +211,40 @@ class CudaBackend final : public Backend {
     MP_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
-  void fill(void* dst, DType t, size_t n, float value) override {
-    if (n == 0) return;
-    useDevice();
-    uint32_t pattern = 0;
-    store_f32(&pattern, t, 0, value);  // little-endian: a 16-bit value sits in the low half
-    fillKernel<<<elementwiseBlocks(n, multiprocessors_), kElementwiseThreads, 0, stream_>>>(dst, t, n, pattern);
-    checkLaunch("fillKernel");
-  }
-
-  void cast(const void* src, DType srcType, void* dst, DType dstType, size_t n) override {
-    if (n == 0) return;
-    useDevice();
-    castKernel<<<elementwiseBlocks(n, multiprocessors_), kElementwiseThreads, 0, stream_>>>(src, srcType, dst,
-                                                                                            dstType, n);
-    checkLaunch("castKernel");
-  }
-
-  void gemm(const GemmArgs& args) override {
-    useDevice();
-    const size_t outputs = (size_t)args.M * (size_t)args.N;
-    const size_t cBytes = outputs * dtype_size(args.cType);
-    const bool cOverlapsOut = args.beta != 0.0f && args.C != nullptr &&
-                              rangesOverlap(args.C, cBytes, args.out, outputs * dtype_size(args.outType));
-    // The kernels read C[i] and then write out[i] in the same thread, which is only safe when
-    // C and out are the very same array; any other overlap (an offset view, another dtype over
-    // the same bytes) would let one thread overwrite C that another has yet to read.
-    // The same holds for preAct, which the epilogue also writes.
-    const bool cOverlapsPreAct = args.beta != 0.0f && args.C != nullptr && args.preAct != nullptr &&
-                                 rangesOverlap(args.C, cBytes, args.preAct, outputs * dtype_size(args.preActType));
-    const bool preActSafe = !cOverlapsPreAct || (args.C == args.preAct && args.cType == args.preActType);
-    if (preActSafe && (!cOverlapsOut || (args.C == args.out && args.cType == args.outType))) {
-      launchGemm(args, stream_, ccMajor_, ccMinor_);
-      return;
-    }
-    ScratchBuffer copyOfC(deviceAlloc(cBytes), stream_);
-    MP_CUDA_CHECK(cudaMemcpyAsync(copyOfC.get(), args.C, cBytes, cudaMemcpyDeviceToDevice, stream_));
-    GemmArgs staged = args;
-    staged.C = copyOfC.get();
-    launchGemm(staged, stream_, ccMajor_, ccMinor_);
-  }
-
   void synchronize() override {
     useDevice();
     MP_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
-  // The mixed-precision step (kernels in amp.cu): asynchronous, on the stream; the AmpState stays
-  // in device memory, so a whole step (unscale, finalize, optimizer) needs no host round trip.
-  void unscaleCheckNorm(const void* g, DType t, size_t n, AmpState* state, float* out32) override {
-    if (n == 0) return;
-    useDevice();
-    launchUnscaleCheckNorm(g, t, n, state, out32, stream_, multiprocessors_);
+  // The ops: asynchronous, on the stream (semantics at each Args struct, native/core/op_args.h).
+#define MP_OP(name, Args)                      \
+  void name(const Args& args) override {       \
+    useDevice();                               \
+    cuda::name(args, context());               \
   }
-  void ampFinalize(AmpState* state, const ScalerConfig& c, const OptimConfig& o, bool updateScale) override {
-    useDevice();
-    launchAmpFinalize(state, c, o, updateScale, stream_);
-  }
-  void optimizerStep(const OptimStepArgs& args) override {
-    if (args.n == 0) return;
-    useDevice();
-    launchOptimizerStep(args, stream_, multiprocessors_);
-  }
-  void accumulate(const void* g, DType t, float* acc, size_t n, bool overwrite) override {
-    if (n == 0) return;
-    useDevice();
-    launchAccumulate(g, t, acc, n, overwrite, stream_, multiprocessors_);
-  }
-
-  // Layers and losses (kernels in nn.cu): asynchronous, on the stream; the loss and the correct
-  // count are written by the device into backend memory (no host round trip).
-  void activationForward(Act act, const void* x, DType xType, void* y, DType yType, size_t n) override {
-    if (n == 0) return;
-    useDevice();
-    launchActivationForward(act, x, xType, y, yType, n, stream_, multiprocessors_);
-  }
-  void activationBackward(Act act, const void* dy, DType dyType, const void* z, DType zType, void* dx,
-                          DType dxType, size_t n) override {
-    if (n == 0) return;
-    useDevice();
-    launchActivationBackward(act, dy, dyType, z, zType, dx, dxType, n, stream_, multiprocessors_);
-  }
-  void columnSum(const void* x, DType xType, int64_t M, int64_t N, void* out, DType outType) override {
-    if (N <= 0) return;
-    useDevice();
-    launchColumnSum(x, xType, M, N, out, outType, stream_);
-  }
-  void softmaxCrossEntropy(const CrossEntropyArgs& args) override {
-    useDevice();
-    launchSoftmaxCrossEntropy(args, stream_);
-  }
-  void mseLoss(const MseArgs& args) override {
-    useDevice();
-    launchMseLoss(args, stream_);
-  }
-  void layerNormForward(const LayerNormArgs& args) override {
-    if (args.M <= 0) return;
-    useDevice();
-    launchLayerNormForward(args, stream_, multiprocessors_);
-  }
-  void layerNormBackward(const LayerNormBackwardArgs& args) override {
-    if (args.N <= 0) return;
-    useDevice();
-    launchLayerNormBackward(args, stream_, multiprocessors_);
-  }
-  void dropout(const void* x, DType xType, void* y, DType yType, size_t n, float p, uint64_t seed) override {
-    if (n == 0) return;
-    useDevice();
-    launchDropout(x, xType, y, yType, n, p, seed, stream_, multiprocessors_);
-  }
+#include "../core/ops.def"
+#undef MP_OP
 
  private:
   // The current device is per host thread; a call may come from a thread (a worker) that never
   // selected device 0, or one where other code selected another device.
   static void useDevice() { MP_CUDA_CHECK(cudaSetDevice(0)); }
 
+  cuda::CudaContext context() {
+    cuda::CudaContext c;
+    c.stream = stream_;
+    c.multiprocessors = multiprocessors_;
+    c.ccMajor = ccMajor_;
+    c.ccMinor = ccMinor_;
+    c.memory = this;
+    return c;
+  }
+
   cudaStream_t stream_ = nullptr;
   int ccMajor_, ccMinor_, multiprocessors_;
   std::multimap<size_t, void*> cached_;         // released blocks by size
   std::unordered_map<void*, size_t> live_;      // handed-out blocks and their rounded size
+  std::mutex mutex_;                            // guards cached_ and live_
 
   static size_t roundedSize(size_t bytes) {
     if (bytes == 0) return kZeroByteAllocation;

@@ -1,4 +1,9 @@
-// GEMM kernels of the CUDA backend.
+// GEMM kernels of the CUDA backend: the strided-batched GEMM of GemmArgs (native/core/op_args.h).
+//
+// Batching: blockIdx.z is the batch item (launches of at most 65535 items each, the host moving
+// the base pointers for the next launch); item z reads A + z * strideA, B + z * strideB and
+// writes out / preAct (reads C) at z * strideC, all offsets in int64. Every operand carries its
+// own leading dimension. Tiles are blockIdx.x (band order, see tileOrigin).
 //
 // Two kernels, chosen per call by chooseGemmPath():
 //  * tensorCoreGemmKernel<bf16?>: A and B both F16 (sm_75+) or both BF16 (sm_80+). 128x128x32
@@ -6,7 +11,9 @@
 //    reach shared memory through a 3-stage cp.async pipeline (sm_80+; plain 16-byte copies on
 //    sm_75) in the operand's own stored orientation; ldmatrix (.trans where the orientation
 //    needs it) then yields mma.sync fragments, so all four transpose combinations read global
-//    memory directly with no transpose pass.
+//    memory directly with no transpose pass. The 16-byte chunk copies need the operand's base,
+//    every row (ld % 8 == 0) and every batch item (stride % 8 == 0) 16-byte aligned; otherwise
+//    that operand takes guarded 2-byte loads into the same tile layout (same results).
 //  * simtGemmKernel: everything else (F32 operands, mixed operand dtypes, BF16 on sm_75). FP32
 //    FMA, 128x128x8 tile, 8x8 outputs per thread, operands of any dtype widened on load.
 //    This is also the FP32 baseline the benchmarks compare against.
@@ -17,7 +24,9 @@
 
 #include <limits.h>
 #include <stdint.h>
+#include <algorithm>
 #include "check.cuh"
+#include "cuda_ops.cuh"
 
 namespace mp {
 namespace {
@@ -28,18 +37,20 @@ namespace {
 struct GemmEpilogue {
   float alpha, beta;
   const void* c; DType cType;  // read only when beta != 0
-  const void* bias; DType biasType;
+  const void* bias; DType biasType;  // [N], shared by the batch
   Act act;
   void* out; DType outType;
   void* preAct; DType preActType;  // optional: the value before the activation
   int64_t M, N;
+  int64_t ldc, strideC;  // C, out and preAct: rows ldc apart, batch items strideC apart
 };
 
 // C may alias out (or preAct): each element is read and then written by the same thread,
-// nothing else touches it, so reading C first is enough.
-__device__ __forceinline__ void storeOutput(const GemmEpilogue& ep, int64_t row, int64_t col, float acc) {
+// nothing else touches it, so reading C first is enough. batchOffset = z * strideC.
+__device__ __forceinline__ void storeOutput(const GemmEpilogue& ep, int64_t batchOffset, int64_t row, int64_t col,
+                                            float acc) {
   if (row >= ep.M || col >= ep.N) return;
-  const size_t index = (size_t)row * (size_t)ep.N + (size_t)col;
+  const size_t index = (size_t)(batchOffset + row * ep.ldc + col);
   // Explicit roundings: nvcc would otherwise fuse these into FMAs, and the result would then
   // differ from a plain multiply-then-add epilogue on the CPU in the last bit.
   float value = __fmul_rn(ep.alpha, acc);
@@ -54,9 +65,10 @@ __device__ __forceinline__ void storeOutput(const GemmEpilogue& ep, int64_t row,
 // Two horizontally adjacent outputs. Not inlined: the dtype switches, conversions and erff of
 // the epilogue, copied into every unrolled accumulator store, would multiply the kernels' code
 // size (and the addon's compile time) several times over for a part that runs once per tile.
-__device__ __noinline__ void storeOutputPair(const GemmEpilogue& ep, int64_t row, int64_t col, float v0, float v1) {
-  storeOutput(ep, row, col, v0);
-  storeOutput(ep, row, col + 1, v1);
+__device__ __noinline__ void storeOutputPair(const GemmEpilogue& ep, int64_t batchOffset, int64_t row, int64_t col,
+                                             float v0, float v1) {
+  storeOutput(ep, batchOffset, row, col, v0);
+  storeOutput(ep, batchOffset, row, col + 1, v1);
 }
 
 struct TileOrigin { int64_t row, col; };
@@ -97,11 +109,12 @@ constexpr bool kArchHasBf16Mma = false;
 // One operand as stored in global memory. "K-contiguous" means K is the fast dimension (A not
 // transposed, B transposed); otherwise M (or N) is.
 struct TcOperand {
-  const uint16_t* data;
-  int64_t ld;           // elements between consecutive stored rows
-  int64_t extent;       // M for A, N for B
+  const uint16_t* data;  // batch item 0 of this launch
+  int64_t ld;            // elements between consecutive stored rows
+  int64_t stride;        // elements between consecutive batch items (0: shared)
+  int64_t extent;        // M for A, N for B
   bool kContiguous;
-  bool vectorLoads;     // base and every row 16-byte aligned: cp.async; else guarded 2-byte loads
+  bool vectorLoads;      // base, every row and every item 16-byte aligned: cp.async; else guarded 2-byte loads
 };
 
 struct TcParams {
@@ -168,9 +181,10 @@ __device__ __forceinline__ void cpAsyncWait() {
 #endif
 }
 
-// Starts copying the operand's tile at (mnStart, kStart) into one shared stage. Out-of-range
-// rows and columns (M/N/K edges) become zeros, which add nothing to the products.
-__device__ __forceinline__ void loadTcTile(uint16_t* tile, const TcOperand& op, int64_t mnStart,
+// Starts copying the operand's tile at (mnStart, kStart) into one shared stage; base is this
+// block's batch item of the operand. Out-of-range rows and columns (M/N/K edges) become zeros,
+// which add nothing to the products.
+__device__ __forceinline__ void loadTcTile(uint16_t* tile, const TcOperand& op, const uint16_t* base, int64_t mnStart,
                                            int64_t kStart, int64_t K, int tid) {
 #pragma unroll
   for (int i = 0; i < kTcChunksPerThread; ++i) {
@@ -190,12 +204,12 @@ __device__ __forceinline__ void loadTcTile(uint16_t* tile, const TcOperand& op, 
     const int64_t remaining = globalRow < rowLimit ? colLimit - globalCol : 0;
     const int validElems = remaining <= 0 ? 0 : (remaining >= 8 ? 8 : (int)remaining);
     if (validElems == 0) {
-      // Point at the operand's base so not even the address is out of bounds.
-      if (op.vectorLoads) copyChunkAligned(dst, op.data, 0);
+      // Point at the item's base so not even the address is out of bounds.
+      if (op.vectorLoads) copyChunkAligned(dst, base, 0);
       else *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
       continue;
     }
-    const uint16_t* src = op.data + globalRow * op.ld + globalCol;
+    const uint16_t* src = base + globalRow * op.ld + globalCol;
     if (op.vectorLoads) copyChunkAligned(dst, src, validElems);
     else copyChunkGuarded(dst, src, validElems);
   }
@@ -302,6 +316,9 @@ __device__ __forceinline__ void tensorCoreGemmTile(const TcParams& p, uint16_t (
   const int warpCol = (warp % (kTcTileN / kTcWarpTileN)) * kTcWarpTileN;
   const TileOrigin origin = tileOrigin(p.tilesM, p.tilesN, kTcTileM, kTcTileN);
   const int numKTiles = (int)((p.K + kTcTileK - 1) / kTcTileK);
+  const int64_t z = blockIdx.z;
+  const uint16_t* baseA = p.a.data + z * p.a.stride;
+  const uint16_t* baseB = p.b.data + z * p.b.stride;
 
   float acc[kTcFragsM][kTcFragsN][4];
 #pragma unroll
@@ -317,8 +334,8 @@ __device__ __forceinline__ void tensorCoreGemmTile(const TcParams& p, uint16_t (
 #pragma unroll
   for (int s = 0; s < kTcStages - 1; ++s) {
     if (s < numKTiles) {
-      loadTcTile(tilesA[s], p.a, origin.row, (int64_t)s * kTcTileK, p.K, tid);
-      loadTcTile(tilesB[s], p.b, origin.col, (int64_t)s * kTcTileK, p.K, tid);
+      loadTcTile(tilesA[s], p.a, baseA, origin.row, (int64_t)s * kTcTileK, p.K, tid);
+      loadTcTile(tilesB[s], p.b, baseB, origin.col, (int64_t)s * kTcTileK, p.K, tid);
     }
     cpAsyncCommit();
   }
@@ -332,8 +349,8 @@ __device__ __forceinline__ void tensorCoreGemmTile(const TcParams& p, uint16_t (
     __syncthreads();
     const int nextTile = kt + kTcStages - 1;
     if (nextTile < numKTiles) {
-      loadTcTile(tilesA[writeStage], p.a, origin.row, (int64_t)nextTile * kTcTileK, p.K, tid);
-      loadTcTile(tilesB[writeStage], p.b, origin.col, (int64_t)nextTile * kTcTileK, p.K, tid);
+      loadTcTile(tilesA[writeStage], p.a, baseA, origin.row, (int64_t)nextTile * kTcTileK, p.K, tid);
+      loadTcTile(tilesB[writeStage], p.b, baseB, origin.col, (int64_t)nextTile * kTcTileK, p.K, tid);
     }
     cpAsyncCommit();
 
@@ -356,6 +373,7 @@ __device__ __forceinline__ void tensorCoreGemmTile(const TcParams& p, uint16_t (
 
   // Accumulator fragment: c0, c1 at (row g, cols 2t, 2t+1), c2, c3 at (row g + 8, same cols).
   const int group = lane >> 2, inGroup = lane & 3;
+  const int64_t batchOffset = z * p.ep.strideC;
 #pragma unroll
   for (int i = 0; i < kTcFragsM; ++i)
 #pragma unroll
@@ -364,7 +382,7 @@ __device__ __forceinline__ void tensorCoreGemmTile(const TcParams& p, uint16_t (
       for (int half = 0; half < 2; ++half) {
         const int64_t row = origin.row + warpRow + i * 16 + group + half * 8;
         const int64_t col = origin.col + warpCol + j * 8 + inGroup * 2;
-        storeOutputPair(p.ep, row, col, acc[i][j][2 * half], acc[i][j][2 * half + 1]);
+        storeOutputPair(p.ep, batchOffset, row, col, acc[i][j][2 * half], acc[i][j][2 * half + 1]);
       }
 }
 
@@ -394,9 +412,10 @@ static_assert(kSimtTileM == kSimtTileN, "A and B tiles share one shape");
 static_assert(kSimtElemsPerThread == 4, "fetch mapping below assumes 4 elements per thread");
 
 struct SimtOperand {
-  const void* data;
+  const void* data;  // batch item 0 of this launch
   DType type;
   int64_t ld;
+  int64_t stride;    // between batch items (0: shared)
   int64_t extent;    // M for A, N for B
   bool kContiguous;  // see TcOperand
 };
@@ -415,8 +434,9 @@ __device__ __forceinline__ void simtTileCoord(bool kContiguous, int tid, int e, 
   else { mn = tid & 127; k = (tid >> 7) + e * 2; }
 }
 
+// itemOffset: this block's batch item, z * stride elements.
 __device__ __forceinline__ void fetchSimtTile(float (&regs)[kSimtElemsPerThread], const SimtOperand& op,
-                                              int64_t mnStart, int64_t kStart, int64_t K, int tid) {
+                                              int64_t itemOffset, int64_t mnStart, int64_t kStart, int64_t K, int tid) {
 #pragma unroll
   for (int e = 0; e < kSimtElemsPerThread; ++e) {
     int mn, k;
@@ -425,7 +445,7 @@ __device__ __forceinline__ void fetchSimtTile(float (&regs)[kSimtElemsPerThread]
     float value = 0.0f;
     if (globalMn < op.extent && globalK < K) {
       const int64_t index = op.kContiguous ? globalMn * op.ld + globalK : globalK * op.ld + globalMn;
-      value = load_f32(op.data, op.type, (size_t)index);
+      value = load_f32(op.data, op.type, (size_t)(itemOffset + index));
     }
     regs[e] = value;
   }
@@ -452,6 +472,8 @@ __global__ void __launch_bounds__(kSimtThreads, 2) simtGemmKernel(const __grid_c
   const int tx = tid & 15, ty = tid >> 4;
   const TileOrigin origin = tileOrigin(p.tilesM, p.tilesN, kSimtTileM, kSimtTileN);
   const int numKTiles = (int)((p.K + kSimtTileK - 1) / kSimtTileK);
+  const int64_t z = blockIdx.z;
+  const int64_t itemA = z * p.a.stride, itemB = z * p.b.stride;
 
   float acc[8][8];
 #pragma unroll
@@ -460,8 +482,8 @@ __global__ void __launch_bounds__(kSimtThreads, 2) simtGemmKernel(const __grid_c
     for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
 
   float nextA[kSimtElemsPerThread], nextB[kSimtElemsPerThread];
-  fetchSimtTile(nextA, p.a, origin.row, 0, p.K, tid);
-  fetchSimtTile(nextB, p.b, origin.col, 0, p.K, tid);
+  fetchSimtTile(nextA, p.a, itemA, origin.row, 0, p.K, tid);
+  fetchSimtTile(nextB, p.b, itemB, origin.col, 0, p.K, tid);
   storeSimtTile(tilesA[0], nextA, p.a.kContiguous, tid);
   storeSimtTile(tilesB[0], nextB, p.b.kContiguous, tid);
   __syncthreads();
@@ -472,8 +494,8 @@ __global__ void __launch_bounds__(kSimtThreads, 2) simtGemmKernel(const __grid_c
     const int buffer = kt & 1;
     const bool hasNext = kt + 1 < numKTiles;
     if (hasNext) {
-      fetchSimtTile(nextA, p.a, origin.row, (int64_t)(kt + 1) * kSimtTileK, p.K, tid);
-      fetchSimtTile(nextB, p.b, origin.col, (int64_t)(kt + 1) * kSimtTileK, p.K, tid);
+      fetchSimtTile(nextA, p.a, itemA, origin.row, (int64_t)(kt + 1) * kSimtTileK, p.K, tid);
+      fetchSimtTile(nextB, p.b, itemB, origin.col, (int64_t)(kt + 1) * kSimtTileK, p.K, tid);
     }
     const float* tileA = tilesA[buffer];
     const float* tileB = tilesB[buffer];
@@ -498,13 +520,14 @@ __global__ void __launch_bounds__(kSimtThreads, 2) simtGemmKernel(const __grid_c
     __syncthreads();
   }
 
+  const int64_t batchOffset = z * p.ep.strideC;
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
     const int64_t row = origin.row + (i < 4 ? ty * 4 + i : 64 + ty * 4 + (i - 4));
 #pragma unroll
     for (int j = 0; j < 8; j += 2) {
       const int64_t col = origin.col + (j < 4 ? tx * 4 + j : 64 + tx * 4 + (j - 4));
-      storeOutputPair(p.ep, row, col, acc[i][j], acc[i][j + 1]);
+      storeOutputPair(p.ep, batchOffset, row, col, acc[i][j], acc[i][j + 1]);
     }
   }
 }
@@ -512,15 +535,18 @@ __global__ void __launch_bounds__(kSimtThreads, 2) simtGemmKernel(const __grid_c
 // ------------------------------------------------------------------------------------------
 // Host side
 
+constexpr int64_t kMaxBatchPerLaunch = 65535;  // gridDim.z
+
 GemmEpilogue makeEpilogue(const GemmArgs& args) {
   GemmEpilogue ep;
   ep.alpha = args.alpha; ep.beta = args.beta;
-  ep.c = args.C; ep.cType = args.cType;
+  ep.c = args.beta != 0.0f ? args.C : nullptr; ep.cType = args.cType;
   ep.bias = args.bias; ep.biasType = args.biasType;
   ep.act = args.act;
   ep.out = args.out; ep.outType = args.outType;
   ep.preAct = args.preAct; ep.preActType = args.preActType;
   ep.M = args.M; ep.N = args.N;
+  ep.ldc = args.ldc; ep.strideC = args.strideC;
   return ep;
 }
 
@@ -529,54 +555,96 @@ GemmEpilogue makeEpilogue(const GemmArgs& args) {
 void tileGrid(const GemmArgs& args, int tileM, int tileN, int tileK, int& tilesM, int& tilesN) {
   const int64_t rows = (args.M + tileM - 1) / tileM, cols = (args.N + tileN - 1) / tileN;
   const int64_t kTiles = (args.K + tileK - 1) / tileK;
-  if (args.M < 1 || args.N < 1 || args.K < 1 || rows > INT_MAX / cols || kTiles > INT_MAX)
-    fail("E_ARG", "gemm: M, N, K must be >= 1 and small enough for the CUDA grid (M=" +
-                      std::to_string(args.M) + ", N=" + std::to_string(args.N) + ", K=" + std::to_string(args.K) + ")");
+  if (args.M < 1 || args.N < 1 || args.K < 1 || args.batch < 1 || rows > INT_MAX / cols || kTiles > INT_MAX)
+    fail("E_ARG", "gemm: M, N, K, batch must be >= 1 and small enough for the CUDA grid (M=" +
+                      std::to_string(args.M) + ", N=" + std::to_string(args.N) + ", K=" + std::to_string(args.K) +
+                      ", batch=" + std::to_string(args.batch) + ")");
   tilesM = (int)rows;
   tilesN = (int)cols;
 }
 
-// cp.async needs every 16-byte chunk it copies to be 16-byte aligned: the base, and every row
-// start (ld a multiple of 8 elements).
-bool rowsAre16ByteAligned(const void* data, int64_t ld) {
-  return reinterpret_cast<uintptr_t>(data) % 16 == 0 && ld % 8 == 0;
+// cp.async needs every 16-byte chunk it copies to be 16-byte aligned: the base, every row start
+// (ld a multiple of 8 elements) and every batch item (stride a multiple of 8 elements).
+bool chunksAre16ByteAligned(const void* data, int64_t ld, int64_t stride, int64_t batch) {
+  return reinterpret_cast<uintptr_t>(data) % 16 == 0 && ld % 8 == 0 && (batch == 1 || stride % 8 == 0);
+}
+
+// p advanced by `elements` of t (null stays null).
+const void* advance(const void* p, DType t, int64_t elements) {
+  return p == nullptr ? nullptr : static_cast<const char*>(p) + elements * (int64_t)dtype_size(t);
+}
+void* advance(void* p, DType t, int64_t elements) {
+  return p == nullptr ? nullptr : static_cast<char*>(p) + elements * (int64_t)dtype_size(t);
+}
+
+// The epilogue's batched pointers moved to batch item z0.
+GemmEpilogue epilogueFrom(const GemmEpilogue& ep, int64_t z0) {
+  GemmEpilogue e = ep;
+  e.c = advance(ep.c, ep.cType, z0 * ep.strideC);
+  e.out = advance(ep.out, ep.outType, z0 * ep.strideC);
+  e.preAct = advance(ep.preAct, ep.preActType, z0 * ep.strideC);
+  return e;
 }
 
 void launchTensorCoreGemm(const GemmArgs& args, bool bf16, cudaStream_t stream) {
   TcParams p;
   p.a.data = static_cast<const uint16_t*>(args.A);
-  p.a.ld = args.transA ? args.M : args.K;
+  p.a.ld = args.lda;
+  p.a.stride = args.strideA;
   p.a.extent = args.M;
   p.a.kContiguous = !args.transA;
-  p.a.vectorLoads = rowsAre16ByteAligned(args.A, p.a.ld);
+  p.a.vectorLoads = chunksAre16ByteAligned(args.A, args.lda, args.strideA, args.batch);
   p.b.data = static_cast<const uint16_t*>(args.B);
-  p.b.ld = args.transB ? args.K : args.N;
+  p.b.ld = args.ldb;
+  p.b.stride = args.strideB;
   p.b.extent = args.N;
   p.b.kContiguous = args.transB;
-  p.b.vectorLoads = rowsAre16ByteAligned(args.B, p.b.ld);
+  p.b.vectorLoads = chunksAre16ByteAligned(args.B, args.ldb, args.strideB, args.batch);
   p.K = args.K;
   tileGrid(args, kTcTileM, kTcTileN, kTcTileK, p.tilesM, p.tilesN);
   p.ep = makeEpilogue(args);
-  const unsigned blocks = (unsigned)p.tilesM * (unsigned)p.tilesN;
-  if (bf16) {
-    tensorCoreGemmKernel<true><<<blocks, kTcThreads, 0, stream>>>(p);
-    checkLaunch("tensorCoreGemmKernel<bf16>");
-  } else {
-    tensorCoreGemmKernel<false><<<blocks, kTcThreads, 0, stream>>>(p);
-    checkLaunch("tensorCoreGemmKernel<f16>");
+  const unsigned tiles = (unsigned)p.tilesM * (unsigned)p.tilesN;
+  for (int64_t z0 = 0; z0 < args.batch; z0 += kMaxBatchPerLaunch) {
+    TcParams q = p;
+    q.a.data = p.a.data + z0 * p.a.stride;
+    q.b.data = p.b.data + z0 * p.b.stride;
+    q.ep = epilogueFrom(p.ep, z0);
+    const dim3 grid(tiles, 1, (unsigned)std::min(kMaxBatchPerLaunch, args.batch - z0));
+    if (bf16) {
+      tensorCoreGemmKernel<true><<<grid, kTcThreads, 0, stream>>>(q);
+      checkLaunch("tensorCoreGemmKernel<bf16>");
+    } else {
+      tensorCoreGemmKernel<false><<<grid, kTcThreads, 0, stream>>>(q);
+      checkLaunch("tensorCoreGemmKernel<f16>");
+    }
   }
 }
 
 void launchSimtGemm(const GemmArgs& args, cudaStream_t stream) {
   SimtParams p;
-  p.a = {args.A, args.aType, args.transA ? args.M : args.K, args.M, !args.transA};
-  p.b = {args.B, args.bType, args.transB ? args.K : args.N, args.N, args.transB};
+  p.a = {args.A, args.aType, args.lda, args.strideA, args.M, !args.transA};
+  p.b = {args.B, args.bType, args.ldb, args.strideB, args.N, args.transB};
   p.K = args.K;
   tileGrid(args, kSimtTileM, kSimtTileN, kSimtTileK, p.tilesM, p.tilesN);
   p.ep = makeEpilogue(args);
-  const unsigned blocks = (unsigned)p.tilesM * (unsigned)p.tilesN;
-  simtGemmKernel<<<blocks, kSimtThreads, 0, stream>>>(p);
-  checkLaunch("simtGemmKernel");
+  const unsigned tiles = (unsigned)p.tilesM * (unsigned)p.tilesN;
+  for (int64_t z0 = 0; z0 < args.batch; z0 += kMaxBatchPerLaunch) {
+    SimtParams q = p;
+    q.a.data = advance(p.a.data, p.a.type, z0 * p.a.stride);
+    q.b.data = advance(p.b.data, p.b.type, z0 * p.b.stride);
+    q.ep = epilogueFrom(p.ep, z0);
+    const dim3 grid(tiles, 1, (unsigned)std::min(kMaxBatchPerLaunch, args.batch - z0));
+    simtGemmKernel<<<grid, kSimtThreads, 0, stream>>>(q);
+    checkLaunch("simtGemmKernel");
+  }
+}
+
+void launchGemm(const GemmArgs& args, cudaStream_t stream, int ccMajor, int ccMinor) {
+  switch (chooseGemmPath(args, ccMajor, ccMinor)) {
+    case GemmPath::TensorCoreF16: launchTensorCoreGemm(args, false, stream); break;
+    case GemmPath::TensorCoreBf16: launchTensorCoreGemm(args, true, stream); break;
+    default: launchSimtGemm(args, stream); break;
+  }
 }
 
 }  // namespace
@@ -596,14 +664,6 @@ const char* gemmPathName(GemmPath path) {
   }
 }
 
-void launchGemm(const GemmArgs& args, cudaStream_t stream, int ccMajor, int ccMinor) {
-  switch (chooseGemmPath(args, ccMajor, ccMinor)) {
-    case GemmPath::TensorCoreF16: launchTensorCoreGemm(args, false, stream); break;
-    case GemmPath::TensorCoreBf16: launchTensorCoreGemm(args, true, stream); break;
-    default: launchSimtGemm(args, stream); break;
-  }
-}
-
 std::string gemmFeatures(int ccMajor, int ccMinor) {
   const int cc = ccMajor * 10 + ccMinor;
   if (cc >= 80) return "gemm: mma.sync m16n8k16 f16+bf16 (cp.async pipeline), simt fp32";
@@ -611,4 +671,31 @@ std::string gemmFeatures(int ccMajor, int ccMinor) {
   return "gemm: none (compute capability below 7.5)";
 }
 
+namespace cuda {
+
+// check() has rejected out overlapping A, B or (other than as the same array) C. preAct is
+// written by the epilogue while other blocks may still read A, B and C, so whatever preAct
+// overlaps is first copied to a workspace (stream-ordered, no host sync) and read from there:
+// the result is that of reading every input before writing.
+void gemm(const GemmArgs& args, const CudaContext& ctx) {
+  GemmArgs a = args;
+  Workspace stagedA, stagedB, stagedC;
+  if (a.preAct != nullptr) {
+    const size_t preActBytes = a.cExtent() * dtype_size(a.preActType);
+    auto stage = [&](Workspace& ws, const void*& p, size_t bytes) {
+      ws.reset(ctx, bytes);
+      MP_CUDA_CHECK(cudaMemcpyAsync(ws.as<void>(), p, bytes, cudaMemcpyDeviceToDevice, ctx.stream));
+      p = ws.as<void>();
+    };
+    const size_t aBytes = a.aExtent() * dtype_size(a.aType), bBytes = a.bExtent() * dtype_size(a.bType);
+    const size_t cBytes = a.beta != 0.0f ? a.cExtent() * dtype_size(a.cType) : 0;
+    if (bytesOverlap(a.preAct, preActBytes, a.A, aBytes)) stage(stagedA, a.A, aBytes);
+    if (bytesOverlap(a.preAct, preActBytes, a.B, bBytes)) stage(stagedB, a.B, bBytes);
+    if (bytesOverlap(a.preAct, preActBytes, a.C, cBytes) && !(a.C == a.preAct && a.cType == a.preActType))
+      stage(stagedC, a.C, cBytes);
+  }
+  launchGemm(a, ctx.stream, ctx.ccMajor, ctx.ccMinor);
+}
+
+}  // namespace cuda
 }  // namespace mp

@@ -1,6 +1,6 @@
-// Internal to the CUDA backend: the GEMM entry point cuda_backend.cu calls.
+// Internal to the CUDA backend: which GEMM kernel a call goes to (gemm.cu). The op itself is
+// mp::cuda::gemm (cuda_ops.cuh).
 #pragma once
-#include <cuda_runtime.h>
 #include <string>
 #include "../core/backend.h"
 
@@ -10,10 +10,6 @@ namespace mp {
 enum class GemmPath { TensorCoreF16, TensorCoreBf16, SimtF32 };
 GemmPath chooseGemmPath(const GemmArgs& args, int ccMajor, int ccMinor);
 const char* gemmPathName(GemmPath path);
-
-// Enqueues out = act(alpha * op(A) @ op(B) + beta * C + bias) on `stream` (asynchronous).
-// Throws E_CUDA if the launch fails, E_ARG for shapes beyond the kernels' grid limits.
-void launchGemm(const GemmArgs& args, cudaStream_t stream, int ccMajor, int ccMinor);
 
 // One line for BackendInfo::features: which GEMM kernels this device runs.
 std::string gemmFeatures(int ccMajor, int ccMinor);

@@ -49,7 +49,7 @@ Napi::Value Alloc(const Napi::CallbackInfo& info) {
     if (!info[0].IsString()) mp::fail("E_ARG", "device must be a string");
     Backend* be = mp::getBackend(info[0].As<Napi::String>().Utf8Value());
     size_t bytes = sizeArg(info, 1, "bytes");
-    auto* s = new Storage{be, nullptr, bytes, nullptr, {}};
+    auto* s = new Storage{be, nullptr, bytes};
     try {
       s->ptr = be->alloc(bytes);
     } catch (...) {
@@ -64,22 +64,6 @@ Napi::Value Alloc(const Napi::CallbackInfo& info) {
       try { releaseStorage(env, st); } catch (...) {}  // a finalizer must not throw
       delete st;
     });
-    ext.TypeTag(&kStorageTag);
-    return ext;
-  });
-}
-
-// view(handle, byteOffset, bytes) -> handle: a byte range of another handle's memory (no copy).
-Napi::Value View(const Napi::CallbackInfo& info) {
-  return guarded(info, [&]() -> Napi::Value {
-    Storage* s = storageArg(info, 0);
-    size_t offset = sizeArg(info, 1, "byteOffset"), bytes = sizeArg(info, 2, "bytes");
-    if (offset % 2 != 0) mp::fail("E_ARG", "view: byteOffset must be even");
-    if (offset > s->bytes || bytes > s->bytes - offset) mp::fail("E_SHAPE", "view: range outside the storage");
-    Storage* root = s->base ? s->base : s;
-    auto* v = new Storage{s->backend, static_cast<char*>(s->ptr) + offset, bytes, root, {}};
-    v->keep = Napi::Persistent(s->base ? s->keep.Value() : info[0]);
-    auto ext = Napi::External<Storage>::New(info.Env(), v, [](Napi::Env, Storage* st) { delete st; });
     ext.TypeTag(&kStorageTag);
     return ext;
   });
@@ -159,101 +143,6 @@ Napi::Value Download(const Napi::CallbackInfo& info) {
   });
 }
 
-// fill(handle, dtype, n, value)
-Napi::Value Fill(const Napi::CallbackInfo& info) {
-  return guarded(info, [&]() -> Napi::Value {
-    Storage* s = storageArg(info, 0);
-    DType t = dtypeArg(info, 1);
-    size_t n = sizeArg(info, 2, "n");
-    requireBytes(s, n, t, "fill");
-    s->backend->fill(s->ptr, t, n, static_cast<float>(numberArg(info, 3, "value")));
-    return info.Env().Undefined();
-  });
-}
-
-// cast(src, srcDtype, dst, dstDtype, n)
-Napi::Value Cast(const Napi::CallbackInfo& info) {
-  return guarded(info, [&]() -> Napi::Value {
-    Storage* src = storageArg(info, 0);
-    DType st = dtypeArg(info, 1);
-    Storage* dst = sameBackend(storageArg(info, 2), src->backend, "cast destination");
-    DType dt = dtypeArg(info, 3);
-    size_t n = sizeArg(info, 4, "n");
-    requireBytes(src, n, st, "cast source");
-    requireBytes(dst, n, dt, "cast destination");
-    if (src == dst) mp::fail("E_ARG", "cast: source and destination must differ");
-    src->backend->cast(src->ptr, st, dst->ptr, dt, n);
-    return info.Env().Undefined();
-  });
-}
-
-// gemm({ M, N, K, transA, transB, a, aType, b, bType, c?, cType, bias?, biasType, alpha, beta,
-//        act, out, outType }) — shapes were validated in TS; storage sizes are re-checked here
-// so a bypassed wrapper still cannot read or write out of bounds.
-Napi::Value Gemm(const Napi::CallbackInfo& info) {
-  return guarded(info, [&]() -> Napi::Value {
-    if (!info[0].IsObject()) mp::fail("E_ARG", "gemm: expected an options object");
-    Napi::Object o = info[0].As<Napi::Object>();
-    auto num = [&](const char* k) -> double {
-      Napi::Value v = o.Get(k);
-      if (!v.IsNumber()) mp::fail("E_ARG", std::string("gemm: ") + k + " must be a number");
-      return v.As<Napi::Number>().DoubleValue();
-    };
-    auto dim = [&](const char* k) -> int64_t {
-      double d = num(k);
-      if (!(d >= 1) || d != static_cast<double>(static_cast<int64_t>(d)) || d > 2147483647.0)
-        mp::fail("E_SHAPE", std::string("gemm: ") + k + " must be an integer >= 1");
-      return static_cast<int64_t>(d);
-    };
-    auto dtype = [&](const char* k) -> DType {
-      double d = num(k);
-      if (d != 0 && d != 1 && d != 2) mp::fail("E_DTYPE", std::string("gemm: bad ") + k);
-      return static_cast<DType>(static_cast<int>(d));
-    };
-    auto handle = [&](const char* k) { return storageField(o, k, "gemm"); };
-    mp::GemmArgs g;
-    g.M = dim("M"); g.N = dim("N"); g.K = dim("K");
-    g.transA = o.Get("transA").ToBoolean(); g.transB = o.Get("transB").ToBoolean();
-    Storage* a = handle("a");
-    Backend* be = a->backend;
-    Storage* b = sameBackend(handle("b"), be, "b");
-    Storage* out = sameBackend(handle("out"), be, "out");
-    g.aType = dtype("aType"); g.bType = dtype("bType"); g.outType = dtype("outType");
-    const size_t M = g.M, N = g.N, K = g.K;
-    requireBytes(a, M * K, g.aType, "gemm a");
-    requireBytes(b, K * N, g.bType, "gemm b");
-    requireBytes(out, M * N, g.outType, "gemm out");
-    g.A = a->ptr; g.B = b->ptr; g.out = out->ptr;
-    g.alpha = static_cast<float>(num("alpha"));
-    g.beta = static_cast<float>(num("beta"));
-    if (g.beta != 0.0f) {
-      Storage* c = sameBackend(handle("c"), be, "c");
-      g.cType = dtype("cType");
-      requireBytes(c, M * N, g.cType, "gemm c");
-      g.C = c->ptr;
-    }
-    Napi::Value biasV = o.Get("bias");
-    if (!biasV.IsUndefined() && !biasV.IsNull()) {
-      Storage* bias = sameBackend(handle("bias"), be, "bias");
-      g.biasType = dtype("biasType");
-      requireBytes(bias, N, g.biasType, "gemm bias");
-      g.bias = bias->ptr;
-    }
-    Napi::Value preV = o.Get("preAct");
-    if (!preV.IsUndefined() && !preV.IsNull()) {
-      Storage* pre = sameBackend(handle("preAct"), be, "preAct");
-      g.preActType = dtype("preActType");
-      requireBytes(pre, M * N, g.preActType, "gemm preAct");
-      g.preAct = pre->ptr;
-    }
-    double act = num("act");
-    if (act != 0 && act != 1 && act != 2) mp::fail("E_ARG", "gemm: bad activation code");
-    g.act = static_cast<mp::Act>(static_cast<int>(act));
-    be->gemm(g);
-    return info.Env().Undefined();
-  });
-}
-
 // memoryStats() -> { cpu: { bytes, allocations }, cuda: { ... } }: live tensor storage.
 Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -313,14 +202,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("backends", Napi::Function::New(env, Backends));
   exports.Set("alloc", Napi::Function::New(env, Alloc));
   exports.Set("release", Napi::Function::New(env, Release));
-  exports.Set("view", Napi::Function::New(env, View));
   exports.Set("upload", Napi::Function::New(env, Upload));
   exports.Set("download", Napi::Function::New(env, Download));
   exports.Set("writeBytes", Napi::Function::New(env, WriteBytes));
   exports.Set("readBytes", Napi::Function::New(env, ReadBytes));
-  exports.Set("fill", Napi::Function::New(env, Fill));
-  exports.Set("cast", Napi::Function::New(env, Cast));
-  exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("synchronize", Napi::Function::New(env, Synchronize));
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
   exports.Set("f16FromF32", Napi::Function::New(env, FromF32<mp::f32_to_f16_bits>));
@@ -328,8 +213,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("bf16FromF32", Napi::Function::New(env, FromF32<mp::f32_to_bf16_bits>));
   exports.Set("bf16ToF32", Napi::Function::New(env, ToF32<mp::bf16_bits_to_f32>));
   exports.Set("setCpuGemmIsa", Napi::Function::New(env, SetCpuGemmIsa));
-  registerAmp(env, exports);
-  registerNn(env, exports);
+  registerOps(env, exports);
   return exports;
 }
 

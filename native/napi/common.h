@@ -13,15 +13,12 @@ using mp::DType;
 
 inline const napi_type_tag kStorageTag = {0x6d697870726563ULL, 0x73746f7261676531ULL};
 
-// What a handle (a type-tagged External) owns: one backend allocation — or, for a view, a byte
-// range of another handle's allocation (base set; the view keeps the base's External alive
-// through `keep`, and is unusable once the base was released).
+// What a handle (a type-tagged External) owns: one backend allocation. Views of it are element
+// offsets and strides in the op arguments (src/tensor.ts), never separate handles.
 struct Storage {
   Backend* backend;
   void* ptr;
   size_t bytes;
-  Storage* base = nullptr;
-  Napi::Reference<Napi::Value> keep;
 };
 
 // Live allocations made through handles, per backend name (for memoryStats() and leak tests).
@@ -46,15 +43,16 @@ inline Napi::Value guarded(const Napi::CallbackInfo& info, F f) {
     throwJs(info.Env(), e.code, e.message);
   } catch (const std::bad_alloc&) {
     throwJs(info.Env(), "E_OOM", "out of host memory");
+  } catch (const Napi::Error&) {
+    throw;  // a JS exception (e.g. from a getter) propagates as it is
+  } catch (const std::exception& e) {
+    // Anything else a library throws must not terminate Node.
+    throwJs(info.Env(), "E_INTERNAL", std::string("internal error: ") + e.what());
   }
 }
 
 inline void releaseStorage(Napi::Env env, Storage* s) {
   if (!s->ptr) return;
-  if (s->base) {  // a view owns no memory
-    s->ptr = nullptr;
-    return;
-  }
   s->backend->release(s->ptr);
   Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(s->bytes));
   s->ptr = nullptr;
@@ -64,24 +62,19 @@ inline void releaseStorage(Napi::Env env, Storage* s) {
 }
 
 // A storage handle value (or null when optional and absent); E_ARG if it is something else,
-// E_DISPOSED if its memory (or, for a view, its base's) was released.
+// E_DISPOSED if its memory was released.
 inline Storage* storageValue(const Napi::Value& v, const std::string& what, bool optional = false,
                              bool allowReleased = false) {
   if (optional && (v.IsUndefined() || v.IsNull())) return nullptr;
   if (!v.IsExternal() || !v.As<Napi::Object>().CheckTypeTag(&kStorageTag))
     mp::fail("E_ARG", what + " is not a mixprec storage handle");
   Storage* s = v.As<Napi::External<Storage>>().Data();
-  if (!allowReleased && (!s->ptr || (s->base && !s->base->ptr))) mp::fail("E_DISPOSED", what + ": tensor storage was disposed");
+  if (!allowReleased && !s->ptr) mp::fail("E_DISPOSED", what + ": tensor storage was disposed");
   return s;
 }
 
 inline Storage* storageArg(const Napi::CallbackInfo& info, size_t i, bool allowReleased = false) {
   return storageValue(info[i], "argument " + std::to_string(i), false, allowReleased);
-}
-
-// obj[key] as a storage handle.
-inline Storage* storageField(const Napi::Object& o, const char* key, const char* fn, bool optional = false) {
-  return storageValue(o.Get(key), std::string(fn) + ": " + key, optional);
 }
 
 inline double numberArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
@@ -121,48 +114,7 @@ inline Storage* sameBackend(Storage* s, Backend* be, const char* what) {
   return s;
 }
 
-// Registers the mixed-precision step's functions (native/napi/amp.cpp).
-void registerAmp(Napi::Env env, Napi::Object exports);
-// Registers the layers' and losses' functions (native/napi/nn.cpp).
-void registerNn(Napi::Env env, Napi::Object exports);
-
-// An options-object reader for the op entry points: numbers, dtypes, sizes, handles with the
-// byte ranges they must hold, all on one backend.
-class Fields {
- public:
-  Fields(const Napi::Object& o, const char* fn) : o_(o), fn_(fn) {}
-  double num(const char* k) const {
-    Napi::Value v = o_.Get(k);
-    if (!v.IsNumber()) mp::fail("E_ARG", fn_ + ": " + k + " must be a number");
-    return v.As<Napi::Number>().DoubleValue();
-  }
-  int64_t dim(const char* k, int64_t min = 1) const {
-    double d = num(k);
-    if (!(d >= (double)min) || d != static_cast<double>(static_cast<int64_t>(d)) || d > 9007199254740991.0)
-      mp::fail("E_SHAPE", fn_ + ": " + k + " must be an integer >= " + std::to_string(min));
-    return static_cast<int64_t>(d);
-  }
-  DType dtype(const char* k) const {
-    double d = num(k);
-    if (d != 0 && d != 1 && d != 2) mp::fail("E_DTYPE", fn_ + ": bad " + k);
-    return static_cast<DType>(static_cast<int>(d));
-  }
-  bool has(const char* k) const { Napi::Value v = o_.Get(k); return !v.IsUndefined() && !v.IsNull(); }
-  // Handle k holding at least n elements of t, on the same backend as the first handle read.
-  void* data(const char* k, size_t n, DType t) { return bytes(k, n * mp::dtype_size(t)); }
-  void* bytes(const char* k, size_t need) {
-    Storage* s = storageField(o_, k, fn_.c_str());
-    if (!backend_) backend_ = s->backend;
-    sameBackend(s, backend_, (fn_ + ": " + k).c_str());
-    if (need > s->bytes) mp::fail("E_SHAPE", fn_ + ": " + k + " holds " + std::to_string(s->bytes) + " bytes, needs " + std::to_string(need));
-    return s->ptr;
-  }
-  Backend* backend() const { return backend_; }
-
- private:
-  Napi::Object o_;
-  std::string fn_;
-  Backend* backend_ = nullptr;
-};
+// Registers one function per op of native/core/ops.def, plus the host-side scaler update (native/napi/ops.cpp).
+void registerOps(Napi::Env env, Napi::Object exports);
 
 }  // namespace mpnapi

@@ -5,10 +5,11 @@
 
 namespace mp {
 
-// Values match src/dtype.ts.
-enum class DType : int { F32 = 0, F16 = 1, BF16 = 2 };
+// Values match src/dtype.ts. I32 is a storage type only (token ids, labels): no op does
+// arithmetic on it, and load_f32 / store_f32 are never called with it.
+enum class DType : int { F32 = 0, F16 = 1, BF16 = 2, I32 = 3 };
 
-MP_HD size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
+MP_HD size_t dtype_size(DType t) { return t == DType::F16 || t == DType::BF16 ? 2 : 4; }
 
 MP_HD float load_f32(const void* p, DType t, size_t i) {
   switch (t) {

@@ -59,6 +59,9 @@ MP_HD float log_sum_exp(float mx, float s) { return mx + logf(s); }
 MP_HD float ce_loss_term(float z, float lse, float target) { return target == 0.0f ? 0.0f : target * (lse - z); }
 // The fused backward's factor lossScale / B (computed once per call).
 MP_HD float ce_grad_scale(float lossScale, int64_t B) { return lossScale / (float)B; }
+// A loss backward's factor times the upstream gradient of the loss (the optional gradScale, one
+// FP32 in backend memory; absent: 1, which leaves the factor exact): factor * upstream.
+MP_HD float loss_grad_factor(float factor, float upstream) { return factor * upstream; }
 // dlogit_c = (softmax_c - target_c) * gscale.
 MP_HD float ce_dlogit(float z, float mx, float s, float target, float gscale) {
   return (softmax_exp(z, mx) / s - target) * gscale;

@@ -144,7 +144,7 @@ export class GradScaler {
     const n = native();
     const { tensor: g, dtype } = store.stepGradients();
     const state = store.ampState.handle();
-    n.ampFinalize(state, this.nativeConfig(), optimizer.nativeConfig(maxNorm), Boolean(opts.update));
+    n.ampFinalize({ state, scaler: this.nativeConfig(), optim: optimizer.nativeConfig(maxNorm), updateScale: Boolean(opts.update) });
     const { m, v } = optimizer.buffers(store.length, store.device);
     n.optimizerStep({
       n: store.length, master: store.master.handle(),
@@ -232,6 +232,6 @@ export class GradScaler {
     const n = native();
     n.writeBytes(store.ampState.handle(), s.bytes);
     const { tensor: g, dtype } = store.stepGradients();
-    n.unscaleCheckNorm(g.handle(), dtypeCode(dtype), store.length, store.ampState.handle(), writeUnscaled ? store.unscaledBuffer().handle() : null);
+    n.unscaleCheckNorm({ n: store.length, g: g.handle(), gType: dtypeCode(dtype), state: store.ampState.handle(), out32: writeUnscaled ? store.unscaledBuffer().handle() : null });
   }
 }

@@ -5,7 +5,8 @@ import { Device, resolveDevice } from '../backends';
 import { DType, dtypeCode } from '../dtype';
 import { MixprecError } from '../errors';
 import { native } from '../native';
-import { full, Tensor, checkShape } from '../tensor';
+import { fillTensor, full, Tensor, checkShape } from '../tensor';
+import { copyInto } from '../ops/kernels';
 import { AMP_STATE_BYTES } from './state';
 
 export type Precision = 'fp32' | 'fp16' | 'bf16';
@@ -85,6 +86,15 @@ export class ParameterStore {
   }
   /** @internal Called after a step: the next accumulate() starts afresh. */
   stepDone(): void { this.#accumulated = 0; }
+
+  #gradGeneration = 0;
+  /**
+   * @internal Which backward pass the gradient views belong to: a bound parameter's first
+   * gradient in a generation overwrites its view, later ones add to it (see GradSink).
+   */
+  get gradGeneration(): number { return this.#gradGeneration; }
+  /** @internal Starts a new backward pass: every parameter's next gradient overwrites. */
+  newGradGeneration(): void { this.#gradGeneration += 1; }
   /** @internal The FP32 buffer GradScaler.unscale writes. */
   unscaledBuffer(): Tensor { return (this.#unscaled ??= full([this.length], 0, { device: this.device })); }
 
@@ -113,7 +123,7 @@ export class ParameterStore {
   loadParameters(entries: readonly NamedValues[]): void {
     const checked = this.#check(entries);
     for (const [view, data] of checked) native().upload(this.master.handle(), data, 0, view.offset);
-    if (this.working && checked.length) native().cast(this.master.handle(), 0, this.working.handle(), dtypeCode(this.working.dtype), this.length);
+    if (this.working && checked.length) this.refreshWorking();
   }
 
   /** @internal The whole flat master buffer (padding included) as FP32. */
@@ -125,7 +135,7 @@ export class ParameterStore {
   loadMasterFlat(values: Float32Array): void {
     if (values.length !== this.length) throw new MixprecError('E_SHAPE', `store holds ${this.length} values, got ${values.length}`);
     native().upload(this.master.handle(), values, 0);
-    if (this.working) native().cast(this.master.handle(), 0, this.working.handle(), dtypeCode(this.working.dtype), this.length);
+    this.refreshWorking();
   }
 
   /** Sets gradients by name from FP32 values, converted to the gradient dtype with RNE and taken as already scaled. */
@@ -135,7 +145,12 @@ export class ParameterStore {
   }
 
   zeroGradients(): void {
-    native().fill(this.grads.handle(), dtypeCode(this.gradDtype), this.length, 0);
+    fillTensor(this.grads, 0);
+  }
+
+  /** @internal The working copy := the masters rounded with RNE (a no-op for fp32). */
+  refreshWorking(): void {
+    if (this.working) copyInto(this.working, this.master);
   }
 
   /**
@@ -144,7 +159,7 @@ export class ParameterStore {
    */
   accumulate(): void {
     this.#accum ??= full([this.length], 0, { device: this.device });
-    native().accumulate(this.grads.handle(), dtypeCode(this.gradDtype), this.#accum.handle(), this.length, this.#accumulated === 0);
+    native().accumulate({ n: this.length, overwrite: this.#accumulated === 0, g: this.grads.handle(), gType: dtypeCode(this.gradDtype), acc: this.#accum.handle() });
     this.#accumulated += 1;
   }
   /** Micro-batches accumulated since the last step. */

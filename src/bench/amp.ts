@@ -8,6 +8,7 @@ import { ParameterStore } from '../amp/store';
 import { AmpStateBuffer } from '../amp/state';
 import { adamw } from '../optim';
 import { full } from '../tensor';
+import { copyInto } from '../ops/kernels';
 import { medianTime } from './timing';
 
 export interface AmpRow {
@@ -26,7 +27,7 @@ export async function benchAmp(devices?: Device[], paramsOverride?: number): Pro
     const scaler = new GradScaler({ initScale: 1024, growthInterval: 1 << 30 });
     const opt = adamw();
     const src = full([n], 1, { device }), dst = full([n], 0, { device });
-    const copyT = await medianTime(async () => nat.cast(src.handle(), 0, dst.handle(), 0, n), sync);
+    const copyT = await medianTime(async () => copyInto(dst, src), sync);
     const copyGbs = (2 * 4 * n) / copyT / 1e9;
     rows.push({ device, params: n, kernel: 'copy fp32 (read + write)', ms: copyT * 1e3, gbPerS: copyGbs, ratioToCopy: 1 });
 
@@ -36,9 +37,9 @@ export async function benchAmp(devices?: Device[], paramsOverride?: number): Pro
     const stateBytes = new AmpStateBuffer();
     stateBytes.set('scale', 1024);
     nat.writeBytes(state, stateBytes.bytes);
-    const unscaleT = await medianTime(async () => nat.unscaleCheckNorm(store.grads.handle(), 1, n, state, null), sync);
+    const unscaleT = await medianTime(async () => nat.unscaleCheckNorm({ n, g: store.grads.handle(), gType: 1, state }), sync);
     rows.push({ device, params: n, kernel: 'fused unscale+check+norm (fp16 grads)', ms: unscaleT * 1e3, gbPerS: (2 * n) / unscaleT / 1e9, ratioToCopy: (2 * n) / unscaleT / 1e9 / copyGbs });
-    nat.ampFinalize(state, cfg, ocfg, false);
+    nat.ampFinalize({ state, scaler: cfg, optim: ocfg, updateScale: false });
     const stepArgs = {
       n: store.length, master: store.master.handle(), working: store.working!.handle(), workingType: 1 as const,
       grad: store.grads.handle(), gradType: 1 as const, m: m!.handle(), v: v!.handle(), state, config: ocfg,
@@ -50,10 +51,10 @@ export async function benchAmp(devices?: Device[], paramsOverride?: number): Pro
     // The unfused sequence: 4 passes, the FP32 unscaled gradient materialised in between.
     const g32 = full([n], 0, { device });
     const unfused = () => {
-      nat.unscaleCheckNorm(store.grads.handle(), 1, n, state, g32.handle());
-      nat.unscaleCheckNorm(g32.handle(), 0, n, state, null);
+      nat.unscaleCheckNorm({ n, g: store.grads.handle(), gType: 1, state, out32: g32.handle() });
+      nat.unscaleCheckNorm({ n, g: g32.handle(), gType: 0, state });
       nat.optimizerStep({ ...stepArgs, working: undefined, grad: g32.handle(), gradType: 0 });
-      nat.cast(store.master.handle(), 0, store.working!.handle(), 1, n);
+      store.refreshWorking();
     };
     const unfusedT = await medianTime(async () => unfused(), sync);
     const fusedT = unscaleT + adamT;

@@ -9,6 +9,7 @@ import { dtypeCode } from '../dtype';
 import { MixprecError } from '../errors';
 import { native } from '../native';
 import { tensor } from '../tensor';
+import { Linear } from '../nn';
 import { mlp } from '../train/cli_train';
 import { Trainer, TrainerOptions } from '../train/trainer';
 import { Fp16Fractions, HistogramJSON, Log2Histogram, ScaleSuggestion, suggestLossScale } from './histogram';
@@ -135,7 +136,7 @@ export async function diagnose(o: DiagnoseOptions): Promise<{ result: DiagnoseRe
   const trainer = new Trainer(model, { precision: 'fp32', lossScale: 'none', optimizer: { type: optimizer, lr }, seed: o.seed, device: o.device ?? 'auto' });
   const device = trainer.device;
   const specs = model.parameterSpecs();
-  const widths = [train.features, ...model.layers.flatMap((l) => (l.config.type === 'linear' ? [l.config.outFeatures] : []))];
+  const widths = [train.features, ...model.layers.flatMap((l) => (l instanceof Linear ? [l.config.outFeatures] : []))];
   const wHist = new Map(specs.map((s) => [s.name, new Log2Histogram()]));
   const aHist = model.layers.map(() => new Log2Histogram());
   const aShape: number[][] = model.layers.map(() => []);

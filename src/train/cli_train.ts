@@ -5,7 +5,7 @@ import { SingleBar, Presets } from 'cli-progress';
 import { backends } from '../backends';
 import { loadMnist } from '../data';
 import { MixprecError } from '../errors';
-import { layers, sequential, Layer } from '../nn';
+import { layers, sequential, Layer, Linear } from '../nn';
 import type { Precision } from '../amp/store';
 import { Trainer, EpochInfo } from './trainer';
 import { StepRecord, trainingCurves } from '../diagnostics/plots';
@@ -115,7 +115,7 @@ export async function train(f: TrainFlags, explicit: (flag: string) => boolean):
   const cuda = backends().find((b) => b.name === 'cuda');
   const where = trainer.device === 'cuda' ? `cuda (${cuda?.device?.name ?? 'GPU'})` : `cpu${cuda && !cuda.available ? ` (CUDA: ${cuda.reason})` : ''}`;
   const params = trainer.model.parameterSpecs().reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0);
-  say(`mixprec train: MNIST ${data.train.n}/${data.test.n}, MLP ${[784, ...trainer.model.layers.flatMap((l) => (l.config.type === 'linear' ? [l.config.outFeatures] : []))].join('-')} (${params} parameters), ${trainer.precision}, ${trainer.optimizer.kind}, batch ${f.batchSize}, on ${where}`);
+  say(`mixprec train: MNIST ${data.train.n}/${data.test.n}, MLP ${[784, ...trainer.model.layers.flatMap((l) => (l instanceof Linear ? [l.config.outFeatures] : []))].join('-')} (${params} parameters), ${trainer.precision}, ${trainer.optimizer.kind}, batch ${f.batchSize}, on ${where}`);
   out({ event: 'start', precision: trainer.precision, device: trainer.device, parameters: params, batchSize: f.batchSize, epochs: f.epochs, seed: trainer.options.seed, masterWeights: trainer.options.masterWeights });
 
   let stopped = false;

@@ -1,29 +1,39 @@
-// The Trainer: mixed-precision training steps over a Sequential model — forward in the compute
-// precision, the loss in FP32 with the loss scale fused into its backward, backward, then the
-// fused unscale / check / clip / optimizer / scale-update step — plus fit / evaluate, LR
-// schedules, and checkpoints (save / load / continue bitwise identically).
+// The Trainer: mixed-precision training steps over any Module — forward under autocast in the
+// compute precision, the loss in FP32, backward on the tape seeded with the loss scale (applied
+// inside the loss kernel that writes the low-precision logits' gradient), then the fused
+// unscale / check / clip / optimizer / scale-update step — plus fit / evaluate, LR schedules,
+// and checkpoints (save / load / continue bitwise identically).
 import { types } from 'node:util';
 import { GradScaler, GradScalerOptions, GradScalerStateDict } from '../amp/grad_scaler';
 import { METRIC_SLOTS, METRICS_OFFSET, ParameterStore, Precision, PRECISIONS } from '../amp/store';
 import type { Device } from '../backends';
 import { batches, Dataset } from '../data';
-import { DType, dtypeCode } from '../dtype';
+import { DType } from '../dtype';
 import { MixprecError } from '../errors';
 import { native } from '../native';
 import { adam, adamw, AdamOptions, Optimizer, OptimizerKind, sgd, SGDOptions } from '../optim';
 import { hash32 } from '../rng';
-import { empty, int32Storage, Tensor, tensor } from '../tensor';
-import type { StorageHandle } from '../../binding';
+import { empty, fillTensor, Tensor, tensor } from '../tensor';
+import { Module } from '../nn/module';
 import { ModelConfig, Sequential } from '../nn/sequential';
+import { autocast } from '../amp/autocast';
+import { noGrad, tidy } from '../autograd/scope';
+import { backwardFrom } from '../autograd/tape';
+import { withSeed } from '../random';
+import { copyInto, filled } from '../ops/kernels';
+import { crossEntropyInto, MetricsSlot, mseLossInto } from '../ops/loss';
 import { readCheckpointFile, writeCheckpointFile } from './checkpoint_file';
 import { checkSchedule, LrSchedule, lrAt } from './schedule';
 
 export type LossKind = 'softmaxCrossEntropy' | 'mse';
+/** A loss as a function: (model output, batch target) -> a scalar Tensor (a mean over the batch). */
+export type LossFn = (output: Tensor, target: Int32Array | Tensor) => Tensor;
 export type OptimizerSpec = Optimizer | OptimizerKind | ({ type: 'sgd' } & SGDOptions) | ({ type: 'adam' | 'adamw' } & AdamOptions);
 
 export interface TrainerOptions {
   optimizer?: OptimizerSpec;
-  loss?: LossKind;
+  /** 'softmaxCrossEntropy' (default; targets: Int32Array of class ids), 'mse' (targets: a Tensor), or a function. */
+  loss?: LossKind | LossFn;
   /** Cross-entropy label smoothing (PyTorch's label_smoothing). */
   labelSmoothing?: number;
   precision?: Precision;
@@ -58,6 +68,7 @@ export interface FitOptions {
 
 const LOW: Record<Precision, DType> = { fp32: 'float32', fp16: 'float16', bf16: 'bfloat16' };
 const CHECKPOINT_KIND = 'mixprec.Trainer';
+const CHECKPOINT_VERSION = 2;
 
 function makeOptimizer(spec: OptimizerSpec | undefined): Optimizer {
   if (spec instanceof Optimizer) return spec;
@@ -84,20 +95,23 @@ function makeScaler(lossScale: TrainerOptions['lossScale'], precision: Precision
     if (!(lossScale > 0) || !Number.isFinite(lossScale)) throw new MixprecError('E_ARG', 'lossScale must be > 0');
     return GradScaler.static(lossScale);
   }
+  if (lossScale instanceof GradScaler) return lossScale;
   if (typeof lossScale === 'object' && lossScale !== null) return new GradScaler(lossScale);
   throw new MixprecError('E_ARG', "lossScale must be 'dynamic', 'none', a number or GradScaler options");
 }
 
 const TRAINER_KEYS = ['optimizer', 'loss', 'labelSmoothing', 'precision', 'lossScale', 'maxGradNorm', 'gradAccumulation', 'lrSchedule', 'device', 'seed', 'masterWeights'];
 
-export class Trainer {
-  readonly model: Sequential;
+export class Trainer<M extends Module = Sequential> {
+  readonly model: M;
   readonly store: ParameterStore;
   readonly optimizer: Optimizer;
   readonly scaler: GradScaler;
   readonly precision: Precision;
-  readonly loss: LossKind;
-  readonly options: Readonly<Required<Omit<TrainerOptions, 'optimizer' | 'lossScale' | 'device'>>> & { device: Device };
+  /** The loss kind, or 'custom' for a loss function. */
+  readonly loss: LossKind | 'custom';
+  readonly options: Readonly<Required<Omit<TrainerOptions, 'optimizer' | 'lossScale' | 'device' | 'loss'>>> & { device: Device; loss: LossKind | 'custom' };
+  #lossFn: LossFn | null;
   #baseLr: number;
   #iteration = 0;
   #epoch = 0;
@@ -106,17 +120,17 @@ export class Trainer {
   #stopRequested = false;
   /** Where the loss kernels write { loss, correct } per micro-batch: after the store's AmpState. */
   #metrics: { tensor: Tensor; offset: number; owned: boolean };
-  #labels: { handle: StorageHandle; capacity: number } | null = null;
   #input: Tensor | null = null;
 
-  constructor(model: Sequential, opts: TrainerOptions = {}) {
-    if (!(model instanceof Sequential)) throw new MixprecError('E_ARG', 'Trainer needs a model from mixprec.sequential([...])');
+  constructor(model: M, opts: TrainerOptions = {}) {
+    if (!(model instanceof Module)) throw new MixprecError('E_ARG', 'Trainer needs a model: a mixprec.nn.Module (e.g. mixprec.sequential([...]))');
     if (typeof opts !== 'object' || opts === null) throw new MixprecError('E_ARG', 'Trainer options must be an object');
     for (const k of Object.keys(opts)) if (!TRAINER_KEYS.includes(k)) throw new MixprecError('E_ARG', `unknown Trainer option '${k}'`);
     const precision = opts.precision ?? 'fp16';
     if (!PRECISIONS.includes(precision)) throw new MixprecError('E_ARG', `precision must be 'fp32', 'fp16' or 'bf16'`);
-    const loss = opts.loss ?? 'softmaxCrossEntropy';
-    if (loss !== 'softmaxCrossEntropy' && loss !== 'mse') throw new MixprecError('E_ARG', `loss must be 'softmaxCrossEntropy' or 'mse'`);
+    const lossOpt = opts.loss ?? 'softmaxCrossEntropy';
+    if (lossOpt !== 'softmaxCrossEntropy' && lossOpt !== 'mse' && typeof lossOpt !== 'function') throw new MixprecError('E_ARG', `loss must be 'softmaxCrossEntropy', 'mse' or a function (output, target) => Tensor`);
+    const loss = typeof lossOpt === 'function' ? 'custom' : lossOpt;
     const labelSmoothing = opts.labelSmoothing ?? 0;
     if (typeof labelSmoothing !== 'number' || !(labelSmoothing >= 0 && labelSmoothing <= 1)) throw new MixprecError('E_ARG', 'labelSmoothing must be in [0, 1]');
     const maxGradNorm = opts.maxGradNorm ?? 0;
@@ -136,6 +150,7 @@ export class Trainer {
     this.scaler = scaler;
     this.precision = precision;
     this.loss = loss;
+    this.#lossFn = typeof lossOpt === 'function' ? lossOpt : null;
     this.#baseLr = optimizer.lr;
     this.options = Object.freeze({ loss, labelSmoothing, precision, maxGradNorm, gradAccumulation, lrSchedule, seed, masterWeights, device: this.store.device });
     // Per micro-batch: FP32 loss and int32 correct count (8 bytes each), beside the AmpState so that
@@ -162,8 +177,8 @@ export class Trainer {
   /**
    * Forward + loss + backward on a batch, without an optimizer step: leaves the gradients (times
    * the current loss scale) in `store.grads` — or, with gradAccumulation > 1, accumulated in FP32.
-   * Returns the batch-mean loss (FP32). x [batch, inputs]; y class labels (Int32Array) or targets (mse).
-   * `observe` sees the (scaled) gradient arriving at each layer's output, for diagnostics.
+   * Returns the batch-mean loss (FP32). x [batch, ...]; y class labels (Int32Array) or targets (mse).
+   * `observe` (a Sequential model) sees the scaled gradient arriving at each child's output.
    */
   async backward(x: Tensor, y: Int32Array | Tensor, opts: { observe?: (layer: number, grad: Tensor) => void } = {}): Promise<number> {
     const { B, N } = this.#forwardBackward(x, y, opts.observe);
@@ -178,8 +193,7 @@ export class Trainer {
     const shared = !this.#metrics.owned;
     const r = this.scaler.step(this.store, this.optimizer, { maxNorm: this.options.maxGradNorm, update: true, readExtra: shared ? 8 * N : 0 });
     const w = this.store.working;
-    if (!this.options.masterWeights && w) // ablation: the master is only ever the rounded weight
-      native().cast(w.handle(), dtypeCode(w.dtype), this.store.master.handle(), 0, this.store.length);
+    if (!this.options.masterWeights && w) copyInto(this.store.master, w); // ablation: the master is only ever the rounded weight
     this.#iteration += 1;
     const loss = this.#readLoss(B, N, shared ? r.extra : undefined).loss;
     return { loss, skipped: r.skipped, scale: r.scale, gradNorm: r.gradNorm, lr };
@@ -191,22 +205,49 @@ export class Trainer {
     if (B < N) throw new MixprecError('E_ARG', `batch of ${B} cannot be split into ${N} micro-batches`);
     const S = this.scaler.scale;
     const xin = this.#inputIn(x);
-    const labels = y instanceof Tensor ? null : this.#labelsOnDevice(y);
     const stepSeed = hash32(this.options.seed, this.#iteration);
+    const seq = this.model instanceof Sequential ? this.model : null;
+    if (observe && !seq) throw new MixprecError('E_ARG', 'observe needs a Sequential model');
+    this.model.train();
     let start = 0;
-    for (let k = 0; k < N; k++) {
-      const Bk = Math.floor(B / N) + (k < B % N ? 1 : 0);
-      const xk = N === 1 ? xin : xin.view(start * this.model.inFeatures, [Bk, this.model.inFeatures]);
-      const ctx = { training: true, seed: hash32(stepSeed, k) };
-      const out = this.model.forward(xk, ctx);
-      const dout = this.#scratch('dlogits', [Bk, this.model.outFeatures]);
-      // The loss gradient carries the loss scale (fused) and this micro-batch's share of the batch mean.
-      this.#lossOp(out, y, labels, start, Bk, k, S * (Bk / B), dout);
-      this.model.backward(dout, ctx, observe);
-      if (N > 1) this.store.accumulate();
-      start += Bk;
+    try {
+      if (seq) seq.observe = observe ?? null;
+      for (let k = 0; k < N; k++) {
+        const Bk = Math.floor(B / N) + (k < B % N ? 1 : 0);
+        this.store.newGradGeneration();
+        tidy(() => {
+          const xk = N === 1 ? xin : xin.narrow(0, start, Bk);
+          const yk = N === 1 ? y : y instanceof Tensor ? y.narrow(0, start, Bk) : y.subarray(start, start + Bk);
+          const out = this.#forward(xk, hash32(stepSeed, k));
+          const loss = this.#lossOp(out, yk, k);
+          // The seed gradient carries the loss scale and this micro-batch's share of the batch mean.
+          backwardFrom(loss, filled([], S * (Bk / B), 'float32', this.device), {});
+        });
+        this.#zeroUnreached();
+        if (N > 1) this.store.accumulate();
+        start += Bk;
+      }
+    } finally {
+      if (seq) seq.observe = null;
     }
     return { B, N };
+  }
+
+  /** The model's forward in the compute precision (autocast), dropout masks from `seed`. */
+  #forward(x: Tensor, seed: number): Tensor {
+    const p = this.precision;
+    return withSeed(seed, () => autocast(p, () => {
+      const out = this.model.forward(x);
+      if (!(out instanceof Tensor)) throw new MixprecError('E_ARG', 'the model\'s forward must return a Tensor');
+      return out;
+    }));
+  }
+
+  /** Parameters no gradient reached this pass (a branch off the loss) get zeros, not stale values. */
+  #zeroUnreached(): void {
+    const gen = this.store.gradGeneration;
+    for (const [, p] of this.model.namedParameters())
+      if (p.gradSink && p.gradSink.generation !== gen) fillTensor(p.gradSink.tensor, 0);
   }
 
   /** Mean loss (and accuracy for cross-entropy) over a dataset, in eval mode (no dropout, no gradients). */
@@ -215,11 +256,10 @@ export class Trainer {
     let lossSum = 0, correct = 0;
     for (const b of batches(data, { batchSize, shuffle: false })) {
       const x = tensor(b.x, [b.size, data.features], { dtype: this.computeDtype, device: this.device });
-      const y = types.isInt32Array(b.y) ? b.y : tensor(b.y, [b.size, this.model.outFeatures], { device: this.device });
+      const y = types.isInt32Array(b.y) ? b.y : tensor(b.y, [b.size, b.y.length / b.size], { device: this.device });
       this.#checkBatch(x, y);
-      const labels = y instanceof Tensor ? null : this.#labelsOnDevice(y);
-      const out = this.model.forward(x, { training: false, seed: 0 });
-      this.#lossOp(out, y, labels, 0, b.size, 0, 1, null);
+      this.model.eval();
+      tidy(() => noGrad(() => this.#lossOp(this.#forward(x, 0), y, 0)));
       const m = this.#readLoss(b.size, 1);
       lossSum += m.loss * b.size;
       correct += m.correct;
@@ -238,7 +278,8 @@ export class Trainer {
     const { epochs, batchSize, shuffle = true, callbacks = {} } = opts;
     if (!Number.isSafeInteger(epochs) || epochs < 0) throw new MixprecError('E_ARG', 'epochs must be a non-negative integer');
     if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new MixprecError('E_ARG', 'batchSize must be a positive integer');
-    if (data.features !== this.model.inFeatures) throw new MixprecError('E_SHAPE', `data has ${data.features} features, the model takes ${this.model.inFeatures}`);
+    const inFeatures = this.#inFeatures();
+    if (inFeatures !== null && data.features !== inFeatures) throw new MixprecError('E_SHAPE', `data has ${data.features} features, the model takes ${inFeatures}`);
     if (this.#batchInEpoch > 0 && this.#batchSize !== batchSize)
       throw new MixprecError('E_ARG', `resuming mid-epoch needs the same batch size (${this.#batchSize}), got ${batchSize}`);
     this.#batchSize = batchSize;
@@ -252,7 +293,7 @@ export class Trainer {
       for (const b of batches(data, { batchSize, shuffle, seed: this.options.seed, epoch: this.#epoch })) {
         if (index++ < this.#batchInEpoch) continue; // resuming mid-epoch
         const x = tensor(b.x, [b.size, data.features], { dtype: this.computeDtype, device: this.device });
-        const y = types.isInt32Array(b.y) ? b.y : tensor(b.y, [b.size, this.model.outFeatures], { device: this.device });
+        const y = types.isInt32Array(b.y) ? b.y : tensor(b.y, [b.size, b.y.length / b.size], { device: this.device });
         const info = await this.step(x, y);
         x.dispose();
         if (y instanceof Tensor) y.dispose();
@@ -280,13 +321,19 @@ export class Trainer {
     return history;
   }
 
-  /** Writes a checkpoint atomically: masters, optimizer state, scaler state, step, epoch, seed, precision, model config. */
+  /**
+   * Writes a checkpoint atomically: masters (by parameter name and shape), optimizer state, scaler
+   * state, step, epoch, seed, precision, and the model's config when it is a Sequential of
+   * built-ins (then Trainer.load rebuilds it; other models are passed to Trainer.load).
+   */
   async save(path: string): Promise<void> {
+    if (this.loss === 'custom') throw new MixprecError('E_STATE', 'save: a Trainer with a loss function cannot be checkpointed yet (the function is code); use a built-in loss');
     const opt = this.optimizer.stateDict();
     const header = {
       kind: CHECKPOINT_KIND,
-      version: 1,
-      model: this.model.config,
+      version: CHECKPOINT_VERSION,
+      model: this.model instanceof Sequential ? this.model.config : null,
+      parameters: this.model.parameterSpecs(),
       options: { ...this.options, baseLr: this.#baseLr },
       optimizer: { kind: opt.kind, hyper: opt.hyper, step: opt.step },
       scaler: this.scaler.stateDict(),
@@ -302,15 +349,24 @@ export class Trainer {
     await writeCheckpointFile(path, header, tensors);
   }
 
-  /** A ready Trainer (with its model) from a checkpoint. `device` overrides the saved one. */
-  static async load(path: string, opts: { device?: Device | 'auto' } = {}): Promise<Trainer> {
+  /**
+   * A ready Trainer from a checkpoint. A Sequential of built-ins is rebuilt from the file; any
+   * other model is given as `model` (freshly built: its parameters are overwritten by name, as
+   * PyTorch's load_state_dict). `device` overrides the saved one.
+   */
+  static async load<T extends Module = Sequential>(path: string, opts: { device?: Device | 'auto'; model?: T } = {}): Promise<Trainer<T>> {
     const { header: h, tensors } = await readCheckpointFile(path);
-    if (h?.kind !== CHECKPOINT_KIND) throw new MixprecError('E_CHECKPOINT', `${path} is not a mixprec Trainer checkpoint`);
-    if (h.version !== 1) throw new MixprecError('E_CHECKPOINT', `${path}: Trainer checkpoint version ${String(h.version)} is not supported (expected 1)`);
-    const model = Sequential.fromConfig(h.model as ModelConfig);
+    checkHeader(h, path);
+    let model: Module;
+    if (opts.model !== undefined) {
+      if (!(opts.model instanceof Module)) throw new MixprecError('E_ARG', 'Trainer.load: model must be a mixprec.nn.Module');
+      model = opts.model;
+    } else if (h.model) model = Sequential.fromConfig(h.model as ModelConfig);
+    else throw new MixprecError('E_CHECKPOINT', `${path} holds a model that is not a built-in Sequential: pass it as Trainer.load(path, { model })`);
+    checkParameters(h, model, path);
     const o = h.options;
     const optimizer = makeOptimizer({ type: h.optimizer.kind } as OptimizerSpec);
-    const trainer = new Trainer(model, {
+    const trainer = new Trainer(model as T, {
       optimizer, loss: o.loss, labelSmoothing: o.labelSmoothing, precision: o.precision, maxGradNorm: o.maxGradNorm,
       gradAccumulation: o.gradAccumulation, lrSchedule: o.lrSchedule, seed: o.seed, device: opts.device ?? o.device,
       masterWeights: o.masterWeights ?? true,
@@ -323,9 +379,11 @@ export class Trainer {
   /** Loads a checkpoint of the same model into this trainer (a different model is E_CHECKPOINT). */
   async restore(path: string): Promise<void> {
     const { header: h, tensors } = await readCheckpointFile(path);
-    if (h?.kind !== CHECKPOINT_KIND || h.version !== 1) throw new MixprecError('E_CHECKPOINT', `${path} is not a version-1 mixprec Trainer checkpoint`);
-    if (JSON.stringify(h.model) !== JSON.stringify(this.model.config))
+    checkHeader(h, path);
+    const config = this.model instanceof Sequential ? this.model.config : null;
+    if (h.model && config && JSON.stringify(h.model) !== JSON.stringify(config))
       throw new MixprecError('E_CHECKPOINT', `${path} holds a different model (${JSON.stringify(h.model.layers)}) than this trainer's`);
+    checkParameters(h, this.model, path);
     this.#restore(h, tensors, path);
   }
 
@@ -335,8 +393,6 @@ export class Trainer {
     this.optimizer.dispose();
     if (this.#metrics.owned) this.#metrics.tensor.dispose();
     this.#input?.dispose();
-    if (this.#labels) native().release(this.#labels.handle);
-    for (const t of this.#scratchMap.values()) t.dispose();
   }
 
   // --- internals ---
@@ -370,31 +426,35 @@ export class Trainer {
     this.#batchSize = Number.isSafeInteger(h.batchSize) && h.batchSize > 0 ? h.batchSize : null;
   }
 
-  #scratchMap = new Map<string, Tensor>();
-  #scratch(key: string, shape: number[]): Tensor {
-    const t = this.#scratchMap.get(key);
-    if (t && t.shape[0] === shape[0] && t.shape[1] === shape[1]) return t;
-    t?.dispose();
-    const fresh = empty(shape, { dtype: this.computeDtype, device: this.device });
-    this.#scratchMap.set(key, fresh);
-    return fresh;
+  #inFeatures(): number | null {
+    const n = (this.model as unknown as { inFeatures?: unknown }).inFeatures;
+    return typeof n === 'number' && Number.isSafeInteger(n) ? n : null;
+  }
+  #outFeatures(): number | null {
+    const n = (this.model as unknown as { outFeatures?: unknown }).outFeatures;
+    return typeof n === 'number' && Number.isSafeInteger(n) ? n : null;
   }
 
+  /** The batch size; checks x (and y against the model's output size where it is known). */
   #checkBatch(x: Tensor, y: Int32Array | Tensor): number {
-    if (!(x instanceof Tensor)) throw new MixprecError('E_ARG', 'x must be a Tensor [batch, inputs]');
-    if (x.shape.length !== 2 || x.shape[1] !== this.model.inFeatures || x.shape[0] < 1)
-      throw new MixprecError('E_SHAPE', `x must be [batch, ${this.model.inFeatures}], got [${x.shape.join(', ')}]`);
+    if (!(x instanceof Tensor)) throw new MixprecError('E_ARG', 'x must be a Tensor [batch, ...]');
+    const nin = this.#inFeatures();
+    if (nin !== null && (x.shape.length !== 2 || x.shape[1] !== nin || x.shape[0] < 1))
+      throw new MixprecError('E_SHAPE', `x must be [batch, ${nin}], got [${x.shape.join(', ')}]`);
+    if (x.ndim < 1 || x.shape[0] < 1) throw new MixprecError('E_SHAPE', `x must be [batch, ...] with batch >= 1, got [${x.shape.join(', ')}]`);
     if (x.device !== this.device) throw new MixprecError('E_DEVICE', `x is on ${x.device}, the trainer on ${this.device}`);
-    const B = x.shape[0], C = this.model.outFeatures;
+    const B = x.shape[0], C = this.#outFeatures();
     if (this.loss === 'softmaxCrossEntropy') {
       if (Object.prototype.toString.call(y) !== '[object Int32Array]') throw new MixprecError('E_ARG', 'cross-entropy needs y as an Int32Array of class labels');
       const labels = y as Int32Array;
       if (labels.length !== B) throw new MixprecError('E_SHAPE', `${labels.length} labels for a batch of ${B}`);
-      for (let i = 0; i < B; i++)
-        if (!(labels[i] >= 0 && labels[i] < C)) throw new MixprecError('E_DATA', `label ${labels[i]} at ${i} is outside [0, ${C})`);
-    } else {
+      if (C !== null)
+        for (let i = 0; i < B; i++)
+          if (!(labels[i] >= 0 && labels[i] < C)) throw new MixprecError('E_DATA', `label ${labels[i]} at ${i} is outside [0, ${C})`);
+    } else if (this.loss === 'mse') {
       if (!(y instanceof Tensor)) throw new MixprecError('E_ARG', 'mse needs y as a Tensor [batch, outputs]');
-      if (y.shape.length !== 2 || y.shape[0] !== B || y.shape[1] !== C) throw new MixprecError('E_SHAPE', `y must be [${B}, ${C}], got [${y.shape.join(', ')}]`);
+      if (y.shape[0] !== B || (C !== null && (y.shape.length !== 2 || y.shape[1] !== C)))
+        throw new MixprecError('E_SHAPE', `y must be [${B}, ${C ?? '...'}], got [${y.shape.join(', ')}]`);
       if (y.device !== this.device) throw new MixprecError('E_DEVICE', `y is on ${y.device}, the trainer on ${this.device}`);
     }
     return B;
@@ -402,39 +462,25 @@ export class Trainer {
 
   /** x in the compute dtype (cast once when it comes in another dtype). */
   #inputIn(x: Tensor): Tensor {
-    if (x.dtype === this.computeDtype) return x;
+    if (x.dtype === this.computeDtype || x.dtype === 'int32') return x;
     this.#input?.dispose();
-    this.#input = x.cast(this.computeDtype);
+    this.#input = noGrad(() => x.cast(this.computeDtype));
     return this.#input;
   }
 
-  #labelsOnDevice(y: Int32Array): StorageHandle {
-    if (!this.#labels || this.#labels.capacity < y.length) {
-      if (this.#labels) native().release(this.#labels.handle);
-      this.#labels = { handle: int32Storage(y, this.device), capacity: y.length };
-    } else {
-      native().writeBytes(this.#labels.handle, new Uint8Array(y.buffer, y.byteOffset, y.byteLength));
+  /** Micro-batch k's loss, written into metrics slot k (loss, and the correct count for cross-entropy). */
+  #lossOp(out: Tensor, y: Int32Array | Tensor, k: number): Tensor {
+    const m = this.#metrics;
+    const slot: MetricsSlot = { tensor: m.tensor, lossOffset: (m.offset + 8 * k) / 4, correctOffset: (m.offset + 8 * k + 4) / 4 };
+    if (this.loss === 'softmaxCrossEntropy') {
+      const logits = out.ndim === 2 ? out : out.reshape([-1, out.shape[out.ndim - 1]]);
+      return crossEntropyInto(logits, y as Int32Array, { labelSmoothing: this.options.labelSmoothing }, slot);
     }
-    return this.#labels.handle;
-  }
-
-  /** The loss of rows [start, start + Bk) into metrics slot k; its gradient (x scale) into dout. */
-  #lossOp(out: Tensor, y: Int32Array | Tensor, labels: StorageHandle | null, start: number, Bk: number, k: number, scale: number, dout: Tensor | null): void {
-    const n = native();
-    const C = this.model.outFeatures;
-    if (labels) {
-      n.softmaxCrossEntropy({
-        logits: out.handle(), logitsType: dtypeCode(out.dtype), labels: start ? n.view(labels, start * 4, Bk * 4) : labels, B: Bk, C,
-        smoothing: this.options.labelSmoothing, lossScale: scale, dlogits: dout?.handle(), dType: dout ? dtypeCode(dout.dtype) : undefined,
-        metrics: this.#metrics.tensor.handle(), lossOffset: this.#metrics.offset + 8 * k, correctOffset: this.#metrics.offset + 8 * k + 4,
-      });
-    } else {
-      const t = (y as Tensor).view(start * C, [Bk, C]);
-      n.mseLoss({
-        pred: out.handle(), predType: dtypeCode(out.dtype), target: t.handle(), targetType: dtypeCode(t.dtype), n: Bk * C, lossScale: scale,
-        dpred: dout?.handle(), dType: dout ? dtypeCode(dout.dtype) : undefined, metrics: this.#metrics.tensor.handle(), lossOffset: this.#metrics.offset + 8 * k,
-      });
-    }
+    if (this.loss === 'mse') return mseLossInto(out, y as Tensor, slot);
+    const loss = this.#lossFn!(out, y);
+    if (!(loss instanceof Tensor) || loss.size !== 1 || loss.dtype === 'int32') throw new MixprecError('E_ARG', 'the loss function must return a scalar float Tensor');
+    copyInto(new Tensor(m.tensor.storage, [], 'float32', [], slot.lossOffset), loss.reshape([]));
+    return loss;
   }
 
   /** The metrics of N micro-batches of a batch of B: the batch-mean loss and the correct count. */
@@ -451,4 +497,29 @@ export class Trainer {
     }
     return { loss, correct };
   }
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function checkHeader(h: any, path: string): void {
+  if (h?.kind !== CHECKPOINT_KIND) throw new MixprecError('E_CHECKPOINT', `${path} is not a mixprec Trainer checkpoint`);
+  if (h.version !== 1 && h.version !== CHECKPOINT_VERSION)
+    throw new MixprecError('E_CHECKPOINT', `${path}: Trainer checkpoint version ${String(h.version)} is not supported (expected 1 or ${CHECKPOINT_VERSION})`);
+}
+
+/** The file's parameters (names and shapes, in order) must be the model's: E_CHECKPOINT naming the first that is not. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function checkParameters(h: any, model: Module, path: string): void {
+  const mine = model.parameterSpecs();
+  if (!Array.isArray(h.parameters)) return; // version 1: the model config was compared instead
+  const theirs = h.parameters as { name: string; shape: number[] }[];
+  const names = new Set(theirs.map((p) => p?.name));
+  for (const p of mine) if (!names.has(p.name)) throw new MixprecError('E_CHECKPOINT', `${path}: the model's parameter '${p.name}' is not in the checkpoint`);
+  const byName = new Map(mine.map((p) => [p.name, p]));
+  theirs.forEach((p, i) => {
+    const m = byName.get(p?.name);
+    if (!m) throw new MixprecError('E_CHECKPOINT', `${path}: parameter '${String(p?.name)}' in the checkpoint is not in the model`);
+    if (!Array.isArray(p.shape) || p.shape.length !== m.shape.length || p.shape.some((d, j) => d !== m.shape[j]))
+      throw new MixprecError('E_CHECKPOINT', `${path}: parameter '${p.name}' is [${String(p.shape)}] in the checkpoint, [${m.shape.join(', ')}] in the model`);
+    if (mine[i].name !== p.name) throw new MixprecError('E_CHECKPOINT', `${path}: parameter '${p.name}' is at position ${i} in the checkpoint, '${mine[i].name}' in the model`);
+  });
 }
