@@ -105,10 +105,10 @@ program
     if (sections.includes('tape')) {
       const rows = await benchTape(devices);
       result.tape = { rows };
-      console.log('\nTape overhead, 4 x (linear + relu) + cross-entropy, width 64, batch 32 (us; per op = per recorded op)');
-      console.log(['device', 'fwd nograd', 'fwd rec', 'backward', 'rec/op', 'replay/op'].map((h) => h.padStart(11)).join(' '));
+      console.log('\nTape overhead, 4 x (linear + relu) + cross-entropy (9 ops), width 64, batch 32: us; "js/op" = time outside native calls per op');
+      console.log(['device', 'fwd nograd', 'fwd rec', 'backward', 'rec/op', 'js/op fwd', 'js/op rec', 'js/op bwd'].map((h) => h.padStart(10)).join(' '));
       for (const r of rows)
-        console.log([r.device, fmt(r.forwardNoGradUs, 1), fmt(r.forwardRecordedUs, 1), fmt(r.backwardUs, 1), fmt(r.recordUsPerOp, 2), fmt(r.replayUsPerOp, 2)].map((c) => c.padStart(11)).join(' '));
+        console.log([r.device, fmt(r.forwardNoGradUs, 1), fmt(r.forwardRecordedUs, 1), fmt(r.backwardUs, 1), fmt(r.recordUsPerOp, 2), fmt(r.jsNoGradUsPerOp, 2), fmt(r.jsRecordedUsPerOp, 2), fmt(r.jsBackwardUsPerOp, 2)].map((c) => c.padStart(10)).join(' '));
     }
     if (o.json) {
       fs.mkdirSync(path.dirname(path.resolve(o.json)), { recursive: true });

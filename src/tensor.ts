@@ -76,7 +76,7 @@ export class Tensor {
   /** @internal For parameters bound to a ParameterStore. */
   gradSink: GradSink | null = null;
   /** @internal Hooks of a leaf (registerHook); a non-leaf's live on its gradFn. */
-  readonly leafHooks: ((grad: Tensor) => void)[] = [];
+  leafHooks: ((grad: Tensor) => void)[] | null = null;
   /** @internal Known bounds of an int32 tensor's values (ids / labels), [min, max]; null when unknown. */
   intRange: readonly [number, number] | null = null;
 
@@ -90,12 +90,14 @@ export class Tensor {
     this.#borrowed = borrowed;
     if (!borrowed) storage.retain();
     this.#storage = storage;
-    this.shape = Object.freeze([...shape]);
-    this.strides = Object.freeze(strides ? [...strides] : contiguousStrides(shape));
+    this.shape = Object.freeze(shape.slice());
+    this.strides = Object.freeze(strides ? strides.slice() : contiguousStrides(shape));
     this.offset = offset;
     this.dtype = dtype;
     this.device = storage.device;
-    this.size = shape.reduce((a, b) => a * b, 1);
+    let size = 1;
+    for (let i = 0; i < shape.length; i++) size *= shape[i];
+    this.size = size;
     if (!borrowed) trackTensor(this);
   }
 
@@ -196,7 +198,8 @@ export class Tensor {
   registerHook(fn: (grad: Tensor) => void): void {
     if (typeof fn !== 'function') throw new MixprecError('E_ARG', 'registerHook(fn) needs a function');
     if (!this.requiresGrad) throw new MixprecError('E_STATE', 'registerHook on a tensor that does not require grad');
-    (this.gradFn ? this.gradFn.hooks : this.leafHooks).push(fn);
+    if (this.gradFn) this.gradFn.hooks.push(fn);
+    else (this.leafHooks ??= []).push(fn);
   }
 
   /** Releases this tensor's hold on its memory now. Idempotent. */

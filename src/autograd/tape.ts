@@ -118,7 +118,7 @@ function run(root: Tensor, seed: Tensor, userGradient: Tensor | undefined, retai
     return t;
   };
   const accumulateLeaf = (leaf: Tensor, r: Tensor, inUse: Tensor | undefined, what: string) => {
-    for (const h of leaf.leafHooks) h(r);
+    if (leaf.leafHooks) for (const h of leaf.leafHooks) h(r);
     const sink = leaf.gradSink;
     if (leaf.grad === null || sink) {
       if (!sink) { leaf.grad = keep(take(r, leaf, inUse, what)); return; }
