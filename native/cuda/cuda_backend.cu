@@ -13,6 +13,7 @@
 #include <mutex>
 #include <unordered_map>
 #include <string>
+#include "../core/block_cache.h"
 #include "check.cuh"
 #include "cuda_ops.cuh"
 #include "gemm.cuh"
@@ -30,12 +31,10 @@ __global__ void probeKernel() {}
 // Device memory. Nothing else in the backend calls cudaMalloc / cudaFree, so a caching
 // allocator can replace these few lines later without touching anything else.
 
-// cudaMalloc(0) returns nullptr, which callers could not tell from "no buffer"; a zero-byte
-// tensor still needs a distinct, valid token.
-constexpr size_t kZeroByteAllocation = 256;
-
+// Called with BlockCache's rounded sizes (never 0: a zero-byte tensor still gets a distinct,
+// valid block).
 void* deviceAlloc(size_t bytes) {
-  const size_t request = bytes == 0 ? kZeroByteAllocation : bytes;
+  const size_t request = bytes;
   void* p = nullptr;
   const cudaError_t status = cudaMalloc(&p, request);
   if (status == cudaErrorMemoryAllocation) throwOutOfMemory(request);
@@ -147,53 +146,18 @@ class CudaBackend final : public Backend {
 
   const char* name() const override { return "cuda"; }
 
-  // A caching allocator: released blocks are kept (by size) and handed out again, so a training
-  // step's activations and batches cost no cudaMalloc / cudaFree. Every kernel runs on the one
-  // stream, so a block released here can be reused at once: work queued later on the stream runs
-  // after the work that used it. Sizes are rounded (512 B below 1 MiB, 2 MiB above) so similar
-  // requests share blocks; a cached block serves a request of at least half its size. On
-  // cudaMalloc failure the cache is emptied and the allocation retried once. The ops take their
-  // workspaces from here too (cuda_ops.cuh), so a mutex guards the maps against host threads
-  // (Node workers) sharing the backend.
+  // The caching allocator (native/core/block_cache.h): a training step's activations and batches
+  // cost no cudaMalloc / cudaFree; on cudaMalloc failure the cache is emptied (after the stream
+  // drained) and the allocation retried once. Every kernel runs on the one stream, so a block
+  // released here can be reused at once: work queued later on the stream runs after the work that
+  // used it. The ops take their workspaces from here too (cuda_ops.cuh); the cache is thread-safe
+  // (Node workers may share the backend).
   void* alloc(size_t bytes) override {
     useDevice();
-    std::lock_guard<std::mutex> lock(mutex_);
-    const size_t size = roundedSize(bytes);
-    auto it = cached_.lower_bound(size);
-    if (it != cached_.end() && it->first <= 2 * size) {
-      void* p = it->second;
-      live_[p] = it->first;
-      cached_.erase(it);
-      return p;
-    }
-    void* p = nullptr;
-    try {
-      p = deviceAlloc(size);
-    } catch (const Error& e) {
-      if (e.code != "E_OOM" || cached_.empty()) throw;
-      emptyCacheLocked();
-      p = deviceAlloc(size);
-    }
-    live_[p] = size;
-    return p;
+    return cache_.alloc(bytes);
   }
 
-  void release(void* p) override {
-    if (p == nullptr) return;
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto it = live_.find(p);
-    if (it == live_.end()) return;  // not ours: nothing to do (never happens through the N-API layer)
-    cached_.emplace(it->second, p);
-    live_.erase(it);
-  }
-
-  // Frees every cached block (after the stream drained: queued kernels may still use them).
-  // The caller holds mutex_.
-  void emptyCacheLocked() {
-    MP_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    for (auto& [size, p] : cached_) deviceFree(p);
-    cached_.clear();
-  }
+  void release(void* p) override { cache_.release(p); }
 
   void copyIn(void* dst, const void* hostSrc, size_t bytes) override {
     if (bytes == 0) return;
@@ -242,15 +206,8 @@ class CudaBackend final : public Backend {
 
   cudaStream_t stream_ = nullptr;
   int ccMajor_, ccMinor_, multiprocessors_;
-  std::multimap<size_t, void*> cached_;         // released blocks by size
-  std::unordered_map<void*, size_t> live_;      // handed-out blocks and their rounded size
-  std::mutex mutex_;                            // guards cached_ and live_
-
-  static size_t roundedSize(size_t bytes) {
-    if (bytes == 0) return kZeroByteAllocation;
-    const size_t unit = bytes < (1u << 20) ? 512 : (2u << 20);
-    return (bytes + unit - 1) / unit * unit;
-  }
+  BlockCache cache_{{deviceAlloc, deviceFree, [this] { MP_CUDA_CHECK(cudaStreamSynchronize(stream_)); }},
+                    ~size_t(0)};
 };
 
 }  // namespace
