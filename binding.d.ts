@@ -177,6 +177,12 @@ export interface Binding {
   ampFinalize(a: AmpFinalizeArgs): void;
   optimizerStep(a: OptimizerStepArgs): void;
   accumulate(a: AccumulateArgs): void;
+  /** Test hook: the caching allocator's bookkeeping driven through a fake device (native/napi/testing.cpp). */
+  blockCacheSelfTest(): {
+    oomRetrySucceeded: boolean; oomRetryFreedCached: boolean; reuseSameSize: boolean;
+    failedFreeThrew: boolean; doubleFrees: number; cachedAfterEmpty: number;
+    threadsSharedABlock: number; threadsLiveAfter: number;
+  };
   /** Test hook: force the CPU GEMM's scalar fallback ('scalar') or run-time dispatch ('auto'). Returns the path now in use. */
   setCpuGemmIsa(isa: 'auto' | 'scalar'): string;
 }

@@ -4,6 +4,7 @@
 #pragma once
 #include <cuda_runtime.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string>
 #include "../core/error.h"
 
@@ -38,7 +39,8 @@ inline bool cudaErrorIsSticky(cudaError_t status) {
   cudaGetLastError();
   std::string message = std::string("CUDA error in ") + what + ": " + cudaErrorText(status);
   if (cudaErrorIsSticky(status))
-    message += "; the GPU context is now unusable, restart the process to use CUDA again";
+    message += "; the GPU context is now unusable, restart the process to use CUDA again (a fault of a kernel "
+               "queued earlier surfaces at the next check: MIXPREC_CUDA_SYNC=1 names the kernel)";
   fail("E_CUDA", message);
 }
 
@@ -46,10 +48,27 @@ inline void checkCuda(cudaError_t status, const char* what) {
   if (status != cudaSuccess) throwCudaError(status, what);
 }
 
-// Launch-configuration errors are reported only through cudaGetLastError.
+// MIXPREC_CUDA_SYNC=1 (read once): every launch is followed by a device synchronize, so a fault
+// is reported by the kernel that made it (slow: for debugging).
+inline bool syncEveryLaunch() {
+  static const bool on = [] {
+    const char* v = getenv("MIXPREC_CUDA_SYNC");
+    return v != nullptr && v[0] == '1';
+  }();
+  return on;
+}
+
+// Launch-configuration errors are reported only through cudaGetLastError. Kernels run
+// asynchronously, so without MIXPREC_CUDA_SYNC=1 an execution fault surfaces at a later check and
+// may belong to an earlier kernel: the message says so.
 inline void checkLaunch(const char* kernelName) {
-  const cudaError_t status = cudaGetLastError();
-  if (status != cudaSuccess) throwCudaError(status, (std::string("launch of ") + kernelName).c_str());
+  cudaError_t status = cudaGetLastError();
+  if (status != cudaSuccess)
+    throwCudaError(status, (std::string("launch of ") + kernelName +
+                            (syncEveryLaunch() ? "" : " (the fault may be an earlier kernel's: rerun with MIXPREC_CUDA_SYNC=1 to name it)")).c_str());
+  if (!syncEveryLaunch()) return;
+  status = cudaDeviceSynchronize();
+  if (status != cudaSuccess) throwCudaError(status, (std::string("kernel ") + kernelName + " (MIXPREC_CUDA_SYNC=1)").c_str());
 }
 
 [[noreturn]] inline void throwOutOfMemory(size_t bytesRequested) {

@@ -58,7 +58,7 @@ Napi::Value Alloc(const Napi::CallbackInfo& info) {
     }
     Napi::MemoryManagement::AdjustExternalMemory(info.Env(), static_cast<int64_t>(bytes));
     LiveCount& live = liveCount(be->name());
-    live.bytes += static_cast<double>(bytes);
+    live.bytes += static_cast<int64_t>(bytes);
     live.allocations += 1;
     auto ext = Napi::External<Storage>::New(info.Env(), s, [](Napi::Env env, Storage* st) {
       try { releaseStorage(env, st); } catch (...) {}  // a finalizer must not throw
@@ -150,8 +150,8 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   for (const char* name : {"cpu", "cuda"}) {
     const LiveCount& c = liveCount(name);
     Napi::Object e = Napi::Object::New(env);
-    e.Set("bytes", c.bytes);
-    e.Set("allocations", c.allocations);
+    e.Set("bytes", static_cast<double>(c.bytes.load()));
+    e.Set("allocations", static_cast<double>(c.allocations.load()));
     o.Set(name, e);
   }
   return o;
@@ -214,6 +214,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("bf16ToF32", Napi::Function::New(env, ToF32<mp::bf16_bits_to_f32>));
   exports.Set("setCpuGemmIsa", Napi::Function::New(env, SetCpuGemmIsa));
   registerOps(env, exports);
+  registerTesting(env, exports);
   return exports;
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 #include <napi.h>
 
+#include <atomic>
 #include <string>
 
 #include "../core/backend.h"
@@ -22,7 +23,8 @@ struct Storage {
 };
 
 // Live allocations made through handles, per backend name (for memoryStats() and leak tests).
-struct LiveCount { double bytes = 0, allocations = 0; };
+// Atomic: the addon may be loaded in several worker_threads, which share these counters.
+struct LiveCount { std::atomic<int64_t> bytes{0}, allocations{0}; };
 inline LiveCount& liveCount(const std::string& backendName) {
   static LiveCount cpu, cuda;
   return backendName == "cpu" ? cpu : cuda;
@@ -57,7 +59,7 @@ inline void releaseStorage(Napi::Env env, Storage* s) {
   Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(s->bytes));
   s->ptr = nullptr;
   LiveCount& live = liveCount(s->backend->name());
-  live.bytes -= static_cast<double>(s->bytes);
+  live.bytes -= static_cast<int64_t>(s->bytes);
   live.allocations -= 1;
 }
 
@@ -116,5 +118,7 @@ inline Storage* sameBackend(Storage* s, Backend* be, const char* what) {
 
 // Registers one function per op of native/core/ops.def, plus the host-side scaler update (native/napi/ops.cpp).
 void registerOps(Napi::Env env, Napi::Object exports);
+// Registers the test hooks (native/napi/testing.cpp).
+void registerTesting(Napi::Env env, Napi::Object exports);
 
 }  // namespace mpnapi
