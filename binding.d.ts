@@ -17,6 +17,8 @@ export interface NativeBackendInfo {
   available: boolean;
   reason?: string;
   features?: string;
+  /** CUDA: GPUs found (devices 'cuda:0' .. 'cuda:N-1'; 'cuda' is 'cuda:0'). */
+  deviceCount?: number;
   device?: {
     name: string;
     computeCapability: string;

@@ -1,10 +1,11 @@
 import { MixprecError } from './errors';
 import { native } from './native';
 
-export type Device = 'cpu' | 'cuda';
+/** 'cuda' is GPU 0; 'cuda:N' is GPU N (one backend per GPU: its own stream and memory). */
+export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
 
 export interface BackendInfo {
-  name: Device;
+  name: 'cpu' | 'cuda';
   /** Built into this addon. */
   compiled: boolean;
   /** Usable on this machine now. */
@@ -13,7 +14,9 @@ export interface BackendInfo {
   reason?: string;
   /** CPU: the GEMM path chosen at run time ("avx2+fma+f16c" or "scalar"). */
   features?: string;
-  /** CUDA: the device's name, compute capability and memory (bytes). */
+  /** CUDA: GPUs found ('cuda:0' .. 'cuda:N-1'). */
+  deviceCount?: number;
+  /** CUDA: GPU 0's name, compute capability and memory (bytes). */
   device?: { name: string; computeCapability: string; totalMemory: number; freeMemory: number; multiprocessors: number };
 }
 
@@ -26,15 +29,19 @@ export function backends(): BackendInfo[] {
 export function resolveDevice(device: unknown = 'auto'): Device {
   if (device === 'auto') return backends().some((b) => b.name === 'cuda' && b.available) ? 'cuda' : 'cpu';
   if (device === 'cpu') return 'cpu';
-  if (device === 'cuda') {
+  const m = typeof device === 'string' ? /^cuda(?::(\d{1,4}))?$/.exec(device) : null;
+  if (m) {
     const cuda = backends().find((b) => b.name === 'cuda');
     if (!cuda?.available) throw new MixprecError('E_NO_CUDA', `CUDA backend unavailable: ${cuda?.reason ?? 'unknown'}`);
-    return 'cuda';
+    const index = m[1] === undefined ? 0 : Number(m[1]);
+    const count = cuda.deviceCount ?? 1;
+    if (index >= count) throw new MixprecError('E_NO_CUDA', `there is no GPU ${index} (this machine has ${count}: 'cuda:0' .. 'cuda:${count - 1}')`);
+    return index === 0 ? 'cuda' : (`cuda:${index}` as Device);
   }
-  throw new MixprecError('E_DEVICE', `device must be 'auto', 'cpu' or 'cuda' (got ${String(device)})`);
+  throw new MixprecError('E_DEVICE', `device must be 'auto', 'cpu', 'cuda' or 'cuda:N' (got ${String(device)})`);
 }
 
-/** Live tensor memory per backend: bytes and allocations not yet freed (by dispose() or GC). */
-export function memoryStats(): Record<Device, { bytes: number; allocations: number }> {
+/** Live tensor memory per backend kind (cuda: all GPUs): bytes and allocations not yet freed (by dispose() or GC). */
+export function memoryStats(): Record<'cpu' | 'cuda', { bytes: number; allocations: number }> {
   return native().memoryStats();
 }

@@ -87,6 +87,7 @@ describeEachBackend('tensor', (device) => {
     expect(codeOf(() => mixprec.tensor(new Float64Array(2) as never, [2], { device }))).toBe('E_ARG');
     expect(codeOf(() => mixprec.tensor([1], [1], { dtype: 'float64' as never, device }))).toBe('E_DTYPE');
     expect(codeOf(() => mixprec.tensor([1], [1], { device: 'tpu' as never }))).toBe('E_DEVICE');
+    for (const d of ['cuda:', 'cuda:x', 'cuda:-1', 'cuda:1.5', 'CUDA']) expect(codeOf(() => mixprec.tensor([1], [1], { device: d as never }))).toBe('E_DEVICE');
     expect(codeOf(() => mixprec.tensor([1], [1], { devcie: 'cpu' } as never))).toBe('E_ARG');
     expect(codeOf(() => mixprec.full([1], '1' as never, { device }))).toBe('E_ARG');
     const t = mixprec.tensor([1], [1], { device });
@@ -126,4 +127,17 @@ test('raw addon rejects foreign handles and out-of-bounds sizes instead of crash
   n.release(h);
   n.release(h);
   expect(codeOf(() => n.download(h, 0, 1))).toBe('E_DISPOSED');
+});
+
+test("a device index: 'cuda:N' names GPU N ('cuda' is 'cuda:0'); one that is not there is E_NO_CUDA, garbage is E_DEVICE", () => {
+  const { native } = require('../src/native') as typeof import('../src/native');
+  const cuda = mixprec.backends().find((b) => b.name === 'cuda')!;
+  const count = cuda.available ? cuda.deviceCount ?? 1 : 0;
+  expect(codeOf(() => mixprec.tensor([1], [1], { device: `cuda:${count}` as never }))).toBe('E_NO_CUDA');
+  expect(codeOf(() => native().alloc(`cuda:${count}`, 4))).toBe('E_NO_CUDA');
+  expect(codeOf(() => native().alloc('cuda:x', 4))).toBe('E_DEVICE');
+  expect(codeOf(() => native().alloc('gpu', 4))).toBe('E_DEVICE');
+  if (cuda.available) {
+    expect(mixprec.tensor([1], [1], { device: 'cuda:0' }).device).toBe('cuda'); // the same backend as 'cuda'
+  } else expect(codeOf(() => mixprec.tensor([1], [1], { device: 'cuda:0' }))).toBe('E_NO_CUDA');
 });

@@ -27,7 +27,8 @@ struct BackendInfo {
   bool available = false;  // usable on this machine now
   std::string reason;      // why not, when !available (or !compiled)
   bool hasDevice = false;
-  DeviceInfo device;       // CUDA only
+  DeviceInfo device;       // CUDA only: GPU 0
+  int deviceCount = 0;     // CUDA only: GPUs found ("cuda:N" for N < deviceCount)
   std::string features;    // e.g. CPU ISA the GEMM dispatched to ("avx2+fma+f16c" | "scalar")
 };
 
@@ -49,6 +50,7 @@ class Backend {
 
 // Registry (native/core/registry.cpp): the only place that knows whether CUDA is compiled in.
 std::vector<BackendInfo> backendInfos();
-Backend* getBackend(const std::string& name);  // throws E_NO_CUDA / E_ARG; returns a singleton
+// "cpu", "cuda" (GPU 0) or "cuda:N"; throws E_NO_CUDA / E_DEVICE; one backend per device.
+Backend* getBackend(const std::string& name);
 
 }  // namespace mp

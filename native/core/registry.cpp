@@ -23,14 +23,17 @@ std::vector<BackendInfo> backendInfos() {
 
 Backend* getBackend(const std::string& name) {
   if (name == "cpu") return cpuBackend();
-  if (name == "cuda") {
+  int index = -1;
+  if (name == "cuda") index = 0;
+  else if (name.size() > 5 && name.compare(0, 5, "cuda:") == 0 && name.size() <= 9 &&
+           name.find_first_not_of("0123456789", 5) == std::string::npos)
+    index = std::stoi(name.substr(5));
+  if (index < 0) fail("E_DEVICE", "unknown device '" + name + "' (expected 'cpu', 'cuda' or 'cuda:N')");
 #ifdef MIXPREC_WITH_CUDA
-    return cudaBackend();
+  return cudaBackend(index);
 #else
-    fail("E_NO_CUDA", backendInfos()[1].reason);
+  fail("E_NO_CUDA", backendInfos()[1].reason);
 #endif
-  }
-  fail("E_ARG", "unknown device '" + name + "' (expected 'cpu' or 'cuda')");
 }
 
 }  // namespace mp

@@ -82,8 +82,9 @@ inline void checkLaunch(const char* kernelName) {
   fail("E_OOM", message);
 }
 
-// Resident blocks of `Threads` threads per SM for a kernel, queried once per kernel (device 0 is
-// the only device): sizes grids to one full wave.
+// Resident blocks of `Threads` threads per SM for a kernel, queried once per kernel on the first
+// device that runs it: it only sizes grids to a full wave (of the kernels whose results do not
+// depend on the grid), so several GPUs of different models stay correct.
 template <auto Kernel, int Threads>
 int residentBlocks() {
   static const int blocks = [] {

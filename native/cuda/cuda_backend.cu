@@ -78,21 +78,27 @@ std::string describeInitFailure(cudaError_t status) {
 
 // Fills info; returns normally with info.available == false and a reason when unusable. CUDA
 // failures here are expected (no driver, no GPU), so none of them throws.
-void probeDevice(BackendInfo& info) {
+void probeDevice(BackendInfo& info, int index) {
   int deviceCount = 0;
   const cudaError_t countStatus = cudaGetDeviceCount(&deviceCount);
   if (countStatus != cudaSuccess) { info.reason = describeInitFailure(countStatus); return; }
   if (deviceCount <= 0) { info.reason = "no CUDA-capable GPU was found"; return; }
+  info.deviceCount = deviceCount;
+  if (index >= deviceCount) {
+    info.reason = "there is no GPU " + std::to_string(index) + " (this machine has " + std::to_string(deviceCount) + ")";
+    return;
+  }
+  const std::string gpu = "GPU " + std::to_string(index);
 
   DeviceInfo& device = info.device;
   cudaDeviceProp props;
-  cudaError_t status = cudaGetDeviceProperties(&props, 0);
-  if (status == cudaSuccess) status = cudaDeviceGetAttribute(&device.ccMajor, cudaDevAttrComputeCapabilityMajor, 0);
-  if (status == cudaSuccess) status = cudaDeviceGetAttribute(&device.ccMinor, cudaDevAttrComputeCapabilityMinor, 0);
-  if (status == cudaSuccess) status = cudaDeviceGetAttribute(&device.multiprocessors, cudaDevAttrMultiProcessorCount, 0);
+  cudaError_t status = cudaGetDeviceProperties(&props, index);
+  if (status == cudaSuccess) status = cudaDeviceGetAttribute(&device.ccMajor, cudaDevAttrComputeCapabilityMajor, index);
+  if (status == cudaSuccess) status = cudaDeviceGetAttribute(&device.ccMinor, cudaDevAttrComputeCapabilityMinor, index);
+  if (status == cudaSuccess) status = cudaDeviceGetAttribute(&device.multiprocessors, cudaDevAttrMultiProcessorCount, index);
   if (status != cudaSuccess) {
     cudaGetLastError();
-    info.reason = "could not query GPU 0: " + cudaErrorText(status);
+    info.reason = "could not query " + gpu + ": " + cudaErrorText(status);
     return;
   }
   device.name = props.name;
@@ -102,18 +108,18 @@ void probeDevice(BackendInfo& info) {
 
   const std::string capability = std::to_string(device.ccMajor) + "." + std::to_string(device.ccMinor);
   if (device.ccMajor * 10 + device.ccMinor < kMinComputeCapability) {
-    info.reason = "GPU 0 (" + device.name + ") has compute capability " + capability +
+    info.reason = gpu + " (" + device.name + ") has compute capability " + capability +
                   "; mixprec's CUDA backend needs 7.5 (Turing) or newer";
     return;
   }
 
   // Creates the context: fails when the GPU is unusable for this process (busy, out of memory).
   size_t freeBytes = 0, totalBytes = 0;
-  status = cudaSetDevice(0);
+  status = cudaSetDevice(index);
   if (status == cudaSuccess) status = cudaMemGetInfo(&freeBytes, &totalBytes);
   if (status != cudaSuccess) {
     cudaGetLastError();
-    info.reason = "GPU 0 (" + device.name + ") cannot be used: " + cudaErrorText(status);
+    info.reason = gpu + " (" + device.name + ") cannot be used: " + cudaErrorText(status);
     return;
   }
   device.freeMemory = freeBytes;
@@ -124,7 +130,7 @@ void probeDevice(BackendInfo& info) {
   status = cudaFuncGetAttributes(&attributes, probeKernel);
   if (status != cudaSuccess) {
     cudaGetLastError();
-    info.reason = "this build of mixprec has no kernels for GPU 0 (" + device.name + ", compute capability " +
+    info.reason = "this build of mixprec has no kernels for " + gpu + " (" + device.name + ", compute capability " +
                   capability + "): " + cudaErrorText(status) +
                   "; rebuild with MIXPREC_CUDA_ARCHS including " + std::to_string(device.ccMajor * 10 + device.ccMinor);
     return;
@@ -137,14 +143,15 @@ void probeDevice(BackendInfo& info) {
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(const DeviceInfo& device)
-      : ccMajor_(device.ccMajor), ccMinor_(device.ccMinor), multiprocessors_(device.multiprocessors) {
+  CudaBackend(const DeviceInfo& device, int index)
+      : index_(index), name_(index == 0 ? "cuda" : "cuda:" + std::to_string(index)),
+        ccMajor_(device.ccMajor), ccMinor_(device.ccMinor), multiprocessors_(device.multiprocessors) {
     useDevice();
     // Non-blocking: never serialised against the legacy default stream other code may use.
     MP_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   }
 
-  const char* name() const override { return "cuda"; }
+  const char* name() const override { return name_.c_str(); }
 
   // The caching allocator (native/core/block_cache.h): a training step's activations and batches
   // cost no cudaMalloc / cudaFree; on cudaMalloc failure the cache is emptied (after the stream
@@ -191,8 +198,8 @@ class CudaBackend final : public Backend {
 
  private:
   // The current device is per host thread; a call may come from a thread (a worker) that never
-  // selected device 0, or one where other code selected another device.
-  static void useDevice() { MP_CUDA_CHECK(cudaSetDevice(0)); }
+  // selected this backend's device, or one where other code selected another device.
+  void useDevice() const { MP_CUDA_CHECK(cudaSetDevice(index_)); }
 
   cuda::CudaContext context() {
     cuda::CudaContext c;
@@ -204,6 +211,8 @@ class CudaBackend final : public Backend {
     return c;
   }
 
+  int index_;
+  std::string name_;  // "cuda" for GPU 0 (the default device), "cuda:N" for the others
   cudaStream_t stream_ = nullptr;
   int ccMajor_, ccMinor_, multiprocessors_;
   BlockCache cache_{{deviceAlloc, deviceFree, [this] { MP_CUDA_CHECK(cudaStreamSynchronize(stream_)); }},
@@ -212,12 +221,12 @@ class CudaBackend final : public Backend {
 
 }  // namespace
 
-BackendInfo cudaBackendInfo() {
+BackendInfo cudaBackendInfo(int index) {
   BackendInfo info;
   try {
     info.name = "cuda";
     info.compiled = true;
-    probeDevice(info);
+    probeDevice(info, index);
   } catch (const std::exception& e) {  // std::bad_alloc from the strings, at worst
     info.available = false;
     info.reason = std::string("probing the GPU failed: ") + e.what();
@@ -228,16 +237,18 @@ BackendInfo cudaBackendInfo() {
   return info;
 }
 
-Backend* cudaBackend() {
+Backend* cudaBackend(int index) {
   static std::mutex mutex;
+  // One backend (its own stream, workspaces and block cache) per GPU, made on first use.
   // Deliberately never deleted: at process exit the CUDA runtime may already be torn down, and
-  // destroying the stream then would fail. The driver reclaims everything with the process.
-  static CudaBackend* instance = nullptr;
+  // destroying a stream then would fail. The driver reclaims everything with the process.
+  static std::map<int, CudaBackend*> instances;
   std::lock_guard<std::mutex> lock(mutex);
+  CudaBackend*& instance = instances[index];
   if (instance == nullptr) {
-    const BackendInfo info = cudaBackendInfo();
+    const BackendInfo info = cudaBackendInfo(index);
     if (!info.available) fail("E_NO_CUDA", "CUDA backend unavailable: " + info.reason);
-    instance = new CudaBackend(info.device);  // a failed construction is retried on the next call
+    instance = new CudaBackend(info.device, index);  // a failed construction is retried on the next call
   }
   return instance;
 }

@@ -22,6 +22,7 @@ Napi::Object infoToJs(Napi::Env env, const mp::BackendInfo& b) {
   o.Set("available", b.available);
   if (!b.reason.empty()) o.Set("reason", b.reason);
   if (!b.features.empty()) o.Set("features", b.features);
+  if (b.name == "cuda") o.Set("deviceCount", b.deviceCount);
   if (b.hasDevice) {
     Napi::Object d = Napi::Object::New(env);
     d.Set("name", b.device.name);
