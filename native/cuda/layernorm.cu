@@ -23,13 +23,7 @@ namespace mp {
 namespace cuda {
 namespace {
 
-constexpr int64_t kWarpRowMax = 1024;
 
-template <int kGroup, auto Kernel>
-unsigned rowBlocks(int64_t rows, const CudaContext& ctx) {
-  const uint64_t cap = oneWave(ctx.multiprocessors, residentBlocks<Kernel, kThreads>());
-  return blocksFor((uint64_t)rows, kThreads / kGroup, cap);
-}
 
 // Chunk j0 of an optional [N] vector (gamma, beta): `absent` where there is none.
 __device__ __forceinline__ void vectorChunk(const RowIn& v, int64_t j0, int count, float absent, float (&out)[4]) {
@@ -193,14 +187,10 @@ struct LnGradOutput {
 void layerNormForward(const LayerNormArgs& a, const CudaContext& ctx) {
   if (a.M == 0) return;
   const LnForwardParams p{a.x, a.xType, a.gamma, a.beta, a.gType, a.M, a.N, a.eps, a.y, a.yType, a.mean, a.rstd};
-  if (a.N <= kWarpRowMax) {
-    layerNormForwardKernel<32><<<rowBlocks<32, layerNormForwardKernel<32>>(a.M, ctx), kThreads, 0, ctx.stream>>>(p);
-    checkLaunch("layerNormForwardKernel<warp>");
-  } else {
-    layerNormForwardKernel<kThreads><<<rowBlocks<kThreads, layerNormForwardKernel<kThreads>>(a.M, ctx), kThreads, 0,
-                                       ctx.stream>>>(p);
-    checkLaunch("layerNormForwardKernel<block>");
-  }
+  byRowWidth(a.N, "layerNormForwardKernel", [&](auto group) {
+    constexpr int G = decltype(group)::value;
+    layerNormForwardKernel<G><<<rowBlocks<G, layerNormForwardKernel<G>>(a.M, ctx), kThreads, 0, ctx.stream>>>(p);
+  });
 }
 
 void layerNormBackward(const LayerNormBackwardArgs& a, const CudaContext& ctx) {
@@ -211,14 +201,10 @@ void layerNormBackward(const LayerNormBackwardArgs& a, const CudaContext& ctx) {
   }
   if (a.dx == nullptr || a.M == 0) return;
   const LnBackwardParams p{a.dy, a.dyType, a.x, a.xType, a.gamma, a.gType, a.mean, a.rstd, a.M, a.N, a.dx, a.dxType};
-  if (a.N <= kWarpRowMax) {
-    layerNormBackwardKernel<32><<<rowBlocks<32, layerNormBackwardKernel<32>>(a.M, ctx), kThreads, 0, ctx.stream>>>(p);
-    checkLaunch("layerNormBackwardKernel<warp>");
-  } else {
-    layerNormBackwardKernel<kThreads><<<rowBlocks<kThreads, layerNormBackwardKernel<kThreads>>(a.M, ctx), kThreads, 0,
-                                        ctx.stream>>>(p);
-    checkLaunch("layerNormBackwardKernel<block>");
-  }
+  byRowWidth(a.N, "layerNormBackwardKernel", [&](auto group) {
+    constexpr int G = decltype(group)::value;
+    layerNormBackwardKernel<G><<<rowBlocks<G, layerNormBackwardKernel<G>>(a.M, ctx), kThreads, 0, ctx.stream>>>(p);
+  });
 }
 
 }  // namespace cuda

@@ -23,7 +23,7 @@ namespace mp {
 namespace cuda {
 namespace {
 
-constexpr int64_t kWarpRowMax = 1024;       // rows up to this long go to one warp each
+// kWarpRowMax (reduce.cuh): rows up to this long go to one warp each
 constexpr int64_t kRowTargetBlocks = 2048;  // cut long rows until the grid has about this many units
 constexpr int64_t kMinSegment = 4096;       // ... with at least this many elements per segment
 

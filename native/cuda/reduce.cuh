@@ -15,12 +15,32 @@
 #pragma once
 #include <limits.h>
 #include <string>
+#include <type_traits>
 #include "check.cuh"
 #include "cuda_ops.cuh"
 #include "vec.cuh"
 
 namespace mp {
 namespace cuda {
+
+// Row kernels come in two widths, the template parameter kGroup: a warp per row for rows up to
+// kWarpRowMax elements, a block (kThreads) per row above; grids of at most one wave.
+constexpr int64_t kWarpRowMax = 1024;
+
+template <int kGroup, auto Kernel>
+unsigned rowBlocks(int64_t rows, const CudaContext& ctx) {
+  const uint64_t cap = oneWave(ctx.multiprocessors, residentBlocks<Kernel, kThreads>());
+  return blocksFor((uint64_t)rows, kThreads / kGroup, cap);
+}
+
+// Calls launch(group) with group a std::integral_constant<int, kGroup> for rows of rowLength,
+// and the kernel's name for the launch check: "<name><warp>" or "<name><block>".
+template <class Launch>
+void byRowWidth(int64_t rowLength, const char* name, Launch&& launch) {
+  if (rowLength <= kWarpRowMax) launch(std::integral_constant<int, 32>{});
+  else launch(std::integral_constant<int, kThreads>{});
+  checkLaunch((std::string(name) + (rowLength <= kWarpRowMax ? "<warp>" : "<block>")).c_str());
+}
 
 // ---- warp and row-group sums --------------------------------------------------------------
 

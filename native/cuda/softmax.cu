@@ -31,15 +31,8 @@ namespace mp {
 namespace cuda {
 namespace {
 
-constexpr int64_t kWarpRowMax = 1024;
 constexpr unsigned kMseMaxBlocks = 1024;  // MSE's grid (and partials) cap: a function of n only
 
-// Blocks for a row kernel: groups of kGroup threads per row, at most one wave.
-template <int kGroup, auto Kernel>
-unsigned rowBlocks(int64_t rows, const CudaContext& ctx) {
-  const uint64_t cap = oneWave(ctx.multiprocessors, residentBlocks<Kernel, kThreads>());
-  return blocksFor((uint64_t)rows, kThreads / kGroup, cap);
-}
 
 // ---- softmax ------------------------------------------------------------------------------
 
@@ -262,27 +255,19 @@ __global__ void __launch_bounds__(kThreads) mseFinalizeKernel(const float* part,
 void softmaxForward(const SoftmaxArgs& a, const CudaContext& ctx) {
   if (a.M == 0) return;
   const SoftmaxParams p{a.M, a.N, a.log, a.x, a.xType, nullptr, DType::F32, a.y, a.yType};
-  if (a.N <= kWarpRowMax) {
-    softmaxForwardKernel<32><<<rowBlocks<32, softmaxForwardKernel<32>>(a.M, ctx), kThreads, 0, ctx.stream>>>(p);
-    checkLaunch("softmaxForwardKernel<warp>");
-  } else {
-    softmaxForwardKernel<kThreads><<<rowBlocks<kThreads, softmaxForwardKernel<kThreads>>(a.M, ctx), kThreads, 0,
-                                     ctx.stream>>>(p);
-    checkLaunch("softmaxForwardKernel<block>");
-  }
+  byRowWidth(a.N, "softmaxForwardKernel", [&](auto group) {
+    constexpr int G = decltype(group)::value;
+    softmaxForwardKernel<G><<<rowBlocks<G, softmaxForwardKernel<G>>(a.M, ctx), kThreads, 0, ctx.stream>>>(p);
+  });
 }
 
 void softmaxBackward(const SoftmaxBackwardArgs& a, const CudaContext& ctx) {
   if (a.M == 0) return;
   const SoftmaxParams p{a.M, a.N, a.log, a.y, a.yType, a.dy, a.dyType, a.dx, a.dxType};
-  if (a.N <= kWarpRowMax) {
-    softmaxBackwardKernel<32><<<rowBlocks<32, softmaxBackwardKernel<32>>(a.M, ctx), kThreads, 0, ctx.stream>>>(p);
-    checkLaunch("softmaxBackwardKernel<warp>");
-  } else {
-    softmaxBackwardKernel<kThreads><<<rowBlocks<kThreads, softmaxBackwardKernel<kThreads>>(a.M, ctx), kThreads, 0,
-                                      ctx.stream>>>(p);
-    checkLaunch("softmaxBackwardKernel<block>");
-  }
+  byRowWidth(a.N, "softmaxBackwardKernel", [&](auto group) {
+    constexpr int G = decltype(group)::value;
+    softmaxBackwardKernel<G><<<rowBlocks<G, softmaxBackwardKernel<G>>(a.M, ctx), kThreads, 0, ctx.stream>>>(p);
+  });
 }
 
 void softmaxCrossEntropy(const CrossEntropyArgs& a, const CudaContext& ctx) {
@@ -300,14 +285,10 @@ void softmaxCrossEntropy(const CrossEntropyArgs& a, const CudaContext& ctx) {
   p.dlogits = a.dlogits; p.dType = a.dType;
   p.rowLoss = a.loss ? ws.as<float>() : nullptr;
   p.rowCorrect = a.correct ? reinterpret_cast<int*>(ws.as<char>() + (a.loss ? (size_t)B * 4 : 0)) : nullptr;
-  if (a.C <= kWarpRowMax) {
-    softmaxCrossEntropyKernel<32><<<rowBlocks<32, softmaxCrossEntropyKernel<32>>(B, ctx), kThreads, 0, ctx.stream>>>(p);
-    checkLaunch("softmaxCrossEntropyKernel<warp>");
-  } else {
-    softmaxCrossEntropyKernel<kThreads><<<rowBlocks<kThreads, softmaxCrossEntropyKernel<kThreads>>(B, ctx), kThreads, 0,
-                                          ctx.stream>>>(p);
-    checkLaunch("softmaxCrossEntropyKernel<block>");
-  }
+  byRowWidth(a.C, "softmaxCrossEntropyKernel", [&](auto group) {
+    constexpr int G = decltype(group)::value;
+    softmaxCrossEntropyKernel<G><<<rowBlocks<G, softmaxCrossEntropyKernel<G>>(B, ctx), kThreads, 0, ctx.stream>>>(p);
+  });
   if (a.loss || a.correct) {
     ceFinalizeKernel<<<1, kThreads, 0, ctx.stream>>>(p.rowLoss, p.rowCorrect, B, a.loss, a.correct);
     checkLaunch("ceFinalizeKernel");
