@@ -166,3 +166,13 @@ test('built-in Sequential models still load without { model }, and a sequential 
   t.dispose();
   back.dispose();
 });
+
+test('a version-1 checkpoint (written by the layer-based build) loads and continues bitwise as it would have there', async () => {
+  // test/fixtures/trainer-v1.mpk: sequential([linear(6, 5, relu), linear(5, 3)], { seed: 2 }), fp16, one
+  // step on this batch, saved by the previous release; its next step there gave exactly these values.
+  const t = await mixprec.Trainer.load(path.join(__dirname, 'fixtures', 'trainer-v1.mpk'), { device: 'cpu' });
+  const x = mixprec.tensor(Float32Array.from({ length: 24 }, (_, i) => Math.sin(i)), [4, 6], { device: 'cpu' });
+  const s = await t.step(x, Int32Array.from([0, 1, 2, 1]));
+  expect(s).toEqual({ loss: 1.2290236949920654, skipped: false, scale: 65536, gradNorm: 0.567597508430481, lr: 0.001 });
+  t.dispose();
+});
