@@ -6,11 +6,12 @@
 // optimizer stay one pass each over the whole model.
 import { ParameterStore, Precision } from '../amp/store';
 import type { Device } from '../backends';
-import { DType } from '../dtype';
+import { DType, dtypeCode } from '../dtype';
 import { MixprecError } from '../errors';
 import { native } from '../native';
 import { Storage, Tensor, tensor } from '../tensor';
 import { keep } from '../autograd/scope';
+import { copyTo } from '../ops/kernels';
 
 /** A tensor registered as a module's parameter (a leaf that requires grad). */
 export class Parameter extends Tensor {
@@ -22,12 +23,13 @@ export class Parameter extends Tensor {
   }
 }
 
-/** A new parameter holding `data` (FP32 values) with `shape`, on `device` (default: 'auto'). */
+/** A new parameter: a copy of `data` (a Tensor, or FP32 values with `shape` on `device`, default 'auto'). */
 export function parameter(data: Float32Array | readonly number[] | Tensor, shape?: readonly number[], opts: { device?: Device | 'auto' } = {}): Parameter {
-  const t = data instanceof Tensor ? data : tensor(data, shape ?? [data.length], { device: opts.device ?? 'auto' });
-  if (t.dtype === 'int32') throw new MixprecError('E_DTYPE', 'a parameter must be a float tensor');
+  if (data instanceof Tensor && data.dtype === 'int32') throw new MixprecError('E_DTYPE', 'a parameter must be a float tensor');
+  // A parameter owns contiguous memory of its own (a view of another tensor is copied).
+  const t = data instanceof Tensor ? copyTo(data, data.dtype) : tensor(data, shape ?? [data.length], { device: opts.device ?? 'auto' });
   const p = new Parameter(t.storage, t.shape, t.dtype, t.strides, t.offset);
-  if (t !== data) t.dispose();
+  t.dispose();
   return p;
 }
 
@@ -83,7 +85,7 @@ export abstract class Module {
   /** Copies of the FP32 values (the masters once a Trainer owns the module), by dotted name. */
   parameters(): NamedParameter[] {
     if (this.#store) return this.#store.parameters();
-    return this.namedParameters().map(([name, p]) => ({ name, shape: p.shape, data: native().download(p.handle(), p.dtype === 'float32' ? 0 : p.dtype === 'float16' ? 1 : 2, p.size, p.offset) }));
+    return this.namedParameters().map(([name, p]) => ({ name, shape: p.shape, data: native().download(p.handle(), dtypeCode(p.dtype), p.size, p.offset) }));
   }
 
   /** Sets parameters by name; all are checked (name, length) before any is written. */
@@ -100,7 +102,7 @@ export abstract class Module {
       if (data.length !== p.size) throw new MixprecError('E_SHAPE', `loadParameters: '${e.name}' has ${p.size} values (shape [${p.shape.join(', ')}]), got ${data.length}`);
       return [p, data] as const;
     });
-    for (const [p, data] of checked) native().upload(p.handle(), data, p.dtype === 'float32' ? 0 : p.dtype === 'float16' ? 1 : 2, p.offset);
+    for (const [p, data] of checked) native().upload(p.handle(), data, dtypeCode(p.dtype), p.offset);
   }
 
   train(mode = true): this {
