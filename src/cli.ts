@@ -10,6 +10,7 @@ import { benchAmp } from './bench/amp';
 import { benchGemm } from './bench/gemm';
 import { benchTrain } from './bench/train';
 import { benchTape } from './bench/tape';
+import { resolveDevice } from './backends';
 import { MixprecError } from './errors';
 import { addTrainCommand } from './train/cli_train';
 import { addDiagnoseCommand } from './diagnostics/cli_diagnose';
@@ -71,6 +72,7 @@ program
     for (const s of sections) if (!['gemm', 'amp', 'train', 'tape'].includes(s)) throw new InvalidArgumentError(`unknown bench section '${s}' (available: gemm, amp, train, tape)`);
     if (o.device && o.device !== 'cpu' && o.device !== 'cuda') throw new InvalidArgumentError("--device must be 'cpu' or 'cuda'");
     const devices = o.device ? [o.device as 'cpu' | 'cuda'] : undefined;
+    if (o.device === 'cuda') resolveDevice('cuda'); // E_NO_CUDA (exit 1) rather than empty tables
     const result: Record<string, unknown> = { machine: machine() };
     if (sections.includes('gemm')) {
       const { rows, references } = await benchGemm(o.sizes, devices, o.reference);

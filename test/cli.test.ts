@@ -78,3 +78,10 @@ test('bench gemm prints a table and writes JSON', () => {
   for (const row of j.gemm.rows) expect(row.gflops).toBeGreaterThan(0);
   expect(j.machine.backends[0].name).toBe('cpu');
 });
+
+const gpu = JSON.parse(run('info', '--json').stdout).backends.find((b: { name: string }) => b.name === 'cuda')?.available === true;
+(gpu ? test.skip : test)(`bench --device cuda without a usable GPU is E_NO_CUDA with exit 1, not empty tables${gpu ? ' (skipped: this machine has a GPU)' : ''}`, () => {
+  const r = run('bench', 'gemm', '--device', 'cuda', '--sizes', '64', '--no-reference');
+  expect(r.status).toBe(1);
+  expect(r.stderr).toContain('E_NO_CUDA');
+});

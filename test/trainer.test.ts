@@ -127,6 +127,28 @@ test('gradient accumulation over micro-batches matches the whole batch (fp32)', 
   one.p.forEach((p, i) => p.data.forEach((v, j) => expect(Math.abs(v - three.p[i].data[j])).toBeLessThan(1e-6)));
 });
 
+test('a batch smaller than gradAccumulation (an epoch\'s last) splits into micro-batches of one, and matches the whole batch', async () => {
+  const s = subset(fullTrain, 3, 700);
+  const run = async (gradAccumulation: number) => {
+    const t = new mixprec.Trainer(mlp(4, 16), { precision: 'fp32', device: 'cpu', gradAccumulation });
+    const r = await t.step(mixprec.tensor(s.x, [3, 784], { device: 'cpu' }), s.y as Int32Array);
+    const p = t.model.parameters();
+    t.dispose();
+    return { r, p };
+  };
+  const one = await run(1), eight = await run(8);
+  expect(eight.r.loss).toBeCloseTo(one.r.loss, 5);
+  one.p.forEach((p, i) => p.data.forEach((v, j) => expect(Math.abs(v - eight.p[i].data[j])).toBeLessThan(1e-6)));
+});
+
+test('fit / evaluate without a dataset are E_ARG, not TypeError', async () => {
+  const t = new mixprec.Trainer(mlp(1, 8), { device: 'cpu' });
+  expect(await codeOf(() => t.fit(null as never, { epochs: 1, batchSize: 8 }))).toBe('E_ARG');
+  expect(await codeOf(() => t.evaluate(null as never))).toBe('E_ARG');
+  expect(await codeOf(() => t.evaluate({ n: 3 } as never))).toBe('E_ARG');
+  t.dispose();
+});
+
 test('LR schedules: constant, step, cosine, linear warmup (hand-worked values)', () => {
   expect(lrAt({ type: 'constant' }, 0.1, 50)).toBe(0.1);
   expect(lrAt({ type: 'step', stepSize: 10, gamma: 0.5 }, 0.1, 9)).toBe(0.1);

@@ -201,8 +201,8 @@ export class Trainer<M extends Module = Sequential> {
 
   #forwardBackward(x: Tensor, y: Int32Array | Tensor, observe?: (layer: number, grad: Tensor) => void): { B: number; N: number } {
     const B = this.#checkBatch(x, y);
-    const N = this.options.gradAccumulation;
-    if (B < N) throw new MixprecError('E_ARG', `batch of ${B} cannot be split into ${N} micro-batches`);
+    // A batch smaller than gradAccumulation (an epoch's last) is split into B micro-batches of one.
+    const N = Math.min(this.options.gradAccumulation, B);
     const S = this.scaler.scale;
     const xin = this.#inputIn(x);
     const stepSeed = hash32(this.options.seed, this.#iteration);
@@ -252,6 +252,7 @@ export class Trainer<M extends Module = Sequential> {
 
   /** Mean loss (and accuracy for cross-entropy) over a dataset, in eval mode (no dropout, no gradients). */
   async evaluate(data: Dataset, opts: { batchSize?: number } = {}): Promise<{ loss: number; accuracy?: number }> {
+    checkDataset(data, 'evaluate');
     const batchSize = opts.batchSize ?? 1000;
     let lossSum = 0, correct = 0;
     for (const b of batches(data, { batchSize, shuffle: false })) {
@@ -274,6 +275,7 @@ export class Trainer<M extends Module = Sequential> {
 
   /** Trains `epochs` epochs (finishing a partly done one first, after a load). The event loop stays live between steps. */
   async fit(data: Dataset, opts: FitOptions): Promise<EpochInfo[]> {
+    checkDataset(data, 'fit');
     if (typeof opts !== 'object' || opts === null) throw new MixprecError('E_ARG', 'fit options must be an object');
     const { epochs, batchSize, shuffle = true, callbacks = {} } = opts;
     if (!Number.isSafeInteger(epochs) || epochs < 0) throw new MixprecError('E_ARG', 'epochs must be a non-negative integer');
@@ -522,4 +524,10 @@ function checkParameters(h: any, model: Module, path: string): void {
       throw new MixprecError('E_CHECKPOINT', `${path}: parameter '${p.name}' is [${String(p.shape)}] in the checkpoint, [${m.shape.join(', ')}] in the model`);
     if (mine[i].name !== p.name) throw new MixprecError('E_CHECKPOINT', `${path}: parameter '${p.name}' is at position ${i} in the checkpoint, '${mine[i].name}' in the model`);
   });
+}
+
+function checkDataset(data: unknown, what: string): void {
+  const d = data as Partial<Dataset> | null;
+  if (typeof d !== 'object' || d === null || !Number.isSafeInteger(d.n) || !Number.isSafeInteger(d.features) || !d.x || !d.y)
+    throw new MixprecError('E_ARG', `${what}: data must be a dataset { n, features, x, y } (e.g. from mixprec.data.loadMnist())`);
 }
