@@ -42,7 +42,7 @@ test('two worker_threads allocate, fill, check and free tensors concurrently on 
   });
   const before = native().memoryStats().cpu;
   expect(await Promise.all([run(1), run(2)])).toEqual([0, 0]);
-  // The workers released all they allocated (84 MB in all): no more live bytes than before. (Not
+  // The workers released all they allocated (some 70 MB in all): no more live bytes than before. (Not
   // equal: the garbage collector may free this process's own undisposed tensors meanwhile.)
   expect(native().memoryStats().cpu.bytes).toBeLessThanOrEqual(before.bytes);
 });
