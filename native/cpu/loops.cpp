@@ -128,16 +128,11 @@ MP_CLONES void laneAdd(Lanes& lanes, const float* x, size_t n) {
   memcpy(lanes.a, &acc, sizeof acc);
 }
 
-MP_CLONES float laneSum(const float* x, size_t n) {
-  F8 acc = {0, 0, 0, 0, 0, 0, 0, 0};
-  size_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    F8 v;
-    memcpy(&v, x + j, sizeof v);
-    acc += v;
-  }
-  for (int k = 0; j + k < n; ++k) acc[k] += x[j + k];
-  return total8(acc);
+// laneAdd into zero lanes: the same additions in the same order, so the same bits.
+float laneSum(const float* x, size_t n) {
+  Lanes lanes;
+  laneAdd(lanes, x, n);
+  return lanes.total();
 }
 
 MP_CLONES float laneDot(const float* x, const float* y, size_t n) {

@@ -59,14 +59,7 @@ __global__ void __launch_bounds__(kThreads) layerNormForwardKernel(const __grid_
     const size_t off = (size_t)(row * N);
     const RowIn x = rowIn(p.x, p.xType, off);
     float s = 0.0f;
-    for (int64_t q = rank; q < chunks; q += kGroup) {
-      const int count = chunkCount(4 * q, N);
-      float v[4];
-      x.chunk(4 * q, count, v);
-#pragma unroll
-      for (int k = 0; k < 4; ++k)
-        if (k < count) s += v[k];
-    }
+    forRowChunks<kGroup>(x, N, rank, [&](float e, int64_t) { s += e; });
     s = groupSum<kGroup>(s, scratch);
     const float mean = s / (float)N;
     float var = 0.0f;

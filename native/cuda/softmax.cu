@@ -54,24 +54,10 @@ __global__ void __launch_bounds__(kThreads) softmaxForwardKernel(const __grid_co
     const RowIn x = rowIn(p.x, p.xType, (size_t)(row * N));
     // An all -inf row: mx = -inf, every x - mx is NaN, so the row is NaN (as PyTorch).
     float mx = -INFINITY;
-    for (int64_t q = rank; q < chunks; q += kGroup) {
-      const int count = chunkCount(4 * q, N);
-      float v[4];
-      x.chunk(4 * q, count, v);
-#pragma unroll
-      for (int k = 0; k < 4; ++k)
-        if (k < count) mx = fmaxf(mx, v[k]);
-    }
+    forRowChunks<kGroup>(x, N, rank, [&](float e, int64_t) { mx = fmaxf(mx, e); });
     mx = groupMax<kGroup>(mx, scratch);
     float s = 0.0f;
-    for (int64_t q = rank; q < chunks; q += kGroup) {
-      const int count = chunkCount(4 * q, N);
-      float v[4];
-      x.chunk(4 * q, count, v);
-#pragma unroll
-      for (int k = 0; k < 4; ++k)
-        if (k < count) s += softmax_exp(v[k], mx);
-    }
+    forRowChunks<kGroup>(x, N, rank, [&](float e, int64_t) { s += softmax_exp(e, mx); });
     s = groupSum<kGroup>(s, scratch);
     const RowOut y = rowOut(p.y, p.yType, (size_t)(row * N));
     for (int64_t q = rank; q < chunks; q += kGroup) {
@@ -147,27 +133,13 @@ __global__ void __launch_bounds__(kThreads) softmaxCrossEntropyKernel(const __gr
     // Pass 1: the row max and its first index.
     float mx = 0.0f;
     long long arg = -1;
-    for (int64_t q = rank; q < chunks; q += kGroup) {
-      const int count = chunkCount(4 * q, C);
-      float v[4];
-      z.chunk(4 * q, count, v);
-#pragma unroll
-      for (int k = 0; k < 4; ++k)
-        if (k < count) offerMax(v[k], 4 * q + k, mx, arg);
-    }
+    forRowChunks<kGroup>(z, C, rank, [&](float e, int64_t j) { offerMax(e, j, mx, arg); });
     groupArgMax<kGroup>(mx, arg, scratchV, scratchI);
     const int32_t label = p.labels[row];
     const bool valid = label >= 0 && (int64_t)label < C;  // callers validate; never an index
     // Pass 2: the shifted sum.
     float s = 0.0f;
-    for (int64_t q = rank; q < chunks; q += kGroup) {
-      const int count = chunkCount(4 * q, C);
-      float v[4];
-      z.chunk(4 * q, count, v);
-#pragma unroll
-      for (int k = 0; k < 4; ++k)
-        if (k < count) s += softmax_exp(v[k], mx);
-    }
+    forRowChunks<kGroup>(z, C, rank, [&](float e, int64_t) { s += softmax_exp(e, mx); });
     s = groupSum<kGroup>(s, scratchV);
     const float lse = log_sum_exp(mx, s);
     // Pass 3: the loss terms and the gradient.

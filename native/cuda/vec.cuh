@@ -208,5 +208,20 @@ __device__ __forceinline__ RowOut rowOut(void* base, DType t, size_t offset) {
 // Valid elements of the chunk at j0 in a row of N.
 __device__ __forceinline__ int chunkCount(int64_t j0, int64_t N) { return N - j0 >= 4 ? 4 : (int)(N - j0); }
 
+// f(value, index) for each element of a row of N that thread `rank` of a group of kGroup owns:
+// chunks of 4 at q = rank, rank + kGroup, ..., in that order (the order the reductions rely on).
+template <int kGroup, class F>
+__device__ __forceinline__ void forRowChunks(const RowIn& x, int64_t N, int rank, F&& f) {
+  const int64_t chunks = (N + 3) / 4;
+  for (int64_t q = rank; q < chunks; q += kGroup) {
+    const int count = chunkCount(4 * q, N);
+    float v[4];
+    x.chunk(4 * q, count, v);
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+      if (k < count) f(v[k], 4 * q + k);
+  }
+}
+
 }  // namespace cuda
 }  // namespace mp
