@@ -129,6 +129,23 @@ export interface EmbeddingBackwardArgs {
   n: number; V: number; C: number; ids: H; idsOffset?: number;
   dy: H; dyOffset?: number; dyType: DTypeCode; dweight: H; dweightOffset?: number;
 }
+/** Strides are element strides {b, h, t} of a [B, H, T, D] view whose last dim is contiguous. */
+export interface AttentionArgs {
+  B: number; H: number; Tq: number; Tk: number; D: number; scale: number; causal?: boolean; dropoutP: number; seedHi: number; seedLo: number;
+  type: DTypeCode; qStrides: number[]; kStrides: number[]; vStrides: number[]; outStrides: number[];
+  q: H; qOffset?: number; k: H; kOffset?: number; v: H; vOffset?: number; out: H; outOffset?: number;
+  /** FP32 [B, H, Tq], the rows' log-sum-exp (what the backward needs). */
+  lse?: Opt<H>; lseOffset?: number;
+}
+export interface AttentionBackwardArgs {
+  B: number; H: number; Tq: number; Tk: number; D: number; scale: number; causal?: boolean; dropoutP: number; seedHi: number; seedLo: number;
+  type: DTypeCode; dType: DTypeCode;
+  qStrides: number[]; kStrides: number[]; vStrides: number[]; outStrides: number[]; doutStrides: number[];
+  dqStrides: number[]; dkStrides: number[]; dvStrides: number[];
+  q: H; qOffset?: number; k: H; kOffset?: number; v: H; vOffset?: number; out: H; outOffset?: number;
+  dout: H; doutOffset?: number; lse: H; lseOffset?: number;
+  dq: H; dqOffset?: number; dk: H; dkOffset?: number; dv: H; dvOffset?: number;
+}
 export interface UnscaleArgs { n: number; g: H; gOffset?: number; gType: DTypeCode; state: H; out32?: Opt<H>; out32Offset?: number }
 export interface AmpFinalizeArgs { state: H; scaler: NativeScalerConfig; optim: NativeOptimConfig; updateScale: boolean }
 export interface OptimizerStepArgs {
@@ -175,6 +192,8 @@ export interface Binding {
   layerNormBackward(a: LayerNormBackwardArgs): void;
   embeddingForward(a: EmbeddingArgs): void;
   embeddingBackward(a: EmbeddingBackwardArgs): void;
+  attentionForward(a: AttentionArgs): void;
+  attentionBackward(a: AttentionBackwardArgs): void;
   unscaleCheckNorm(a: UnscaleArgs): void;
   ampFinalize(a: AmpFinalizeArgs): void;
   optimizerStep(a: OptimizerStepArgs): void;

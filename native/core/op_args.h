@@ -29,6 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string>
+#include <utility>
 
 #include "../shared/activation.h"
 #include "../shared/amp.h"
@@ -507,6 +508,151 @@ struct EmbeddingBackwardArgs {
   }
   void check() const {
     if (bytesOverlap(dweight, elems(V, C) * 4, dy, elems(n, C) * dtype_size(dyType))) fail("E_ARG", "embeddingBackward: dweight overlaps dy");
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Attention
+
+// Elements spanned by a [B, H, T, D] view with element strides {b, h, t} and a contiguous last dim.
+inline size_t headsExtent(int64_t B, int64_t H, int64_t T, int64_t D, const int64_t* s) {
+  const int64_t shape[4] = {B, H, T, D}, st[4] = {s[0], s[1], s[2], 1};
+  return stridedExtent(4, shape, st);
+}
+
+// Whether two elements of such a view may share memory: with its dims of size > 1 sorted by stride,
+// one has a stride no larger than the span of those below it (a zero stride, rows that overlap...).
+// A sufficient test for distinct elements, passed by every usual layout (contiguous, [B, T, H, D],
+// slices of a packed [B, T, 3, H, D] buffer, padded rows). Call after headsExtent (no overflow).
+inline bool headsOverlapItself(int64_t B, int64_t H, int64_t T, int64_t D, const int64_t* s) {
+  int64_t size[4] = {D, T, H, B}, stride[4] = {1, s[2], s[1], s[0]};
+  for (int i = 1; i < 4; ++i)  // insertion sort by stride
+    for (int j = i; j > 0 && stride[j] < stride[j - 1]; --j) {
+      std::swap(size[j], size[j - 1]);
+      std::swap(stride[j], stride[j - 1]);
+    }
+  size_t span = 0;  // the largest offset the dims so far reach
+  for (int i = 0; i < 4; ++i) {
+    if (size[i] <= 1) continue;
+    if ((size_t)stride[i] <= span) return true;
+    span += (size_t)(size[i] - 1) * (size_t)stride[i];
+  }
+  return false;
+}
+
+// Scaled dot-product attention, torch's F.scaled_dot_product_attention, per head (b, h) < (B, H):
+//   out = dropout(softmax(scale * q k^T  [+ causal mask])) v,  q [Tq, D], k / v [Tk, D], out [Tq, D].
+// causal masks key j for query i when j > i (torch's is_causal: a top-left aligned tril). The
+// scores, the softmax statistics (row max, sum), lse and every accumulation are FP32 on both
+// backends. The CPU keeps everything in FP32 (an online softmax, never the Tq x Tk matrix). The CUDA
+// backend stores the probabilities P (after the dropout mask, before its 1 / (1 - p), which rides
+// in the GEMM) in `type` for the P v GEMM: for FP16 / BF16 inputs P is rounded to the input dtype
+// (as PyTorch's math attention under autocast); FP32 inputs round nothing.
+// Dropout (p in [0, 1)) keeps probability (b, h, i, j) iff
+// dropout_keep(seed, ((b*H + h)*Tq + i)*Tk + j, p) and scales kept ones by 1 / (1 - p), so the
+// backward regenerates the mask. q, k, v and out share dtype `type`; each is read / written through
+// element strides {b, h, t} (`qStrides`, ...), its last dim contiguous. lse (optional, FP32,
+// contiguous [B, H, Tq]): the log-sum-exp of each row of the scaled masked scores, for the backward.
+// q, k and v may overlap one another (one packed QKV buffer); out and lse overlap nothing.
+struct AttentionArgs {
+  int64_t B = 0, H = 0, Tq = 0, Tk = 0, D = 0;
+  float scale = 1.0f, dropoutP = 0.0f;
+  bool causal = false;
+  uint64_t seed = 0;
+  DType type = DType::F32;
+  int64_t qStrides[kMaxDims] = {}, kStrides[kMaxDims] = {}, vStrides[kMaxDims] = {}, outStrides[kMaxDims] = {};
+  const void* q = nullptr; const void* k = nullptr; const void* v = nullptr;
+  void* out = nullptr;
+  float* lse = nullptr;
+
+  size_t qExtent() const { return headsExtent(B, H, Tq, D, qStrides); }
+  size_t kExtent() const { return headsExtent(B, H, Tk, D, kStrides); }
+  size_t vExtent() const { return headsExtent(B, H, Tk, D, vStrides); }
+  size_t outExtent() const { return headsExtent(B, H, Tq, D, outStrides); }
+  template <class R> void visit(R& r) {
+    r.dim("B", B, 1); r.dim("H", H, 1); r.dim("Tq", Tq, 1); r.dim("Tk", Tk, 1); r.dim("D", D, 1);
+    r.number("scale", scale); r.number("dropoutP", dropoutP); r.flag("causal", causal); r.seed("seed", seed);
+    r.dtype("type", type);
+    r.strides("qStrides", 3, qStrides); r.strides("kStrides", 3, kStrides); r.strides("vStrides", 3, vStrides);
+    r.strides("outStrides", 3, outStrides);
+    r.tensor("q", q, type, qExtent()); r.tensor("k", k, type, kExtent()); r.tensor("v", v, type, vExtent());
+    r.tensor("out", out, type, outExtent());
+    r.tensor("lse", lse, DType::F32, elems(B, H, Tq), true);
+  }
+  void check() const {
+    checkAttentionScalars("attentionForward", scale, dropoutP);
+    const size_t es = dtype_size(type), ob = outExtent() * es, lb = elems(B, H, Tq) * 4;
+    for (auto [p, n] : {std::pair<const void*, size_t>{q, qExtent() * es}, {k, kExtent() * es}, {v, vExtent() * es}})
+      if (bytesOverlap(out, ob, p, n) || bytesOverlap(lse, lb, p, n)) fail("E_ARG", "attentionForward: out or lse overlaps q, k or v");
+    if (bytesOverlap(out, ob, lse, lb)) fail("E_ARG", "attentionForward: out overlaps lse");
+    if (headsOverlapItself(B, H, Tq, D, outStrides)) fail("E_ARG", "attentionForward: out overlaps itself (outStrides)");
+  }
+  static void checkAttentionScalars(const char* op, float scale, float p) {
+    if (!(scale > -3.0e38f && scale < 3.0e38f)) fail("E_ARG", std::string(op) + ": scale must be finite");
+    if (!(p >= 0.0f && p < 1.0f)) fail("E_ARG", std::string(op) + ": dropoutP must be in [0, 1)");
+  }
+};
+
+// The backward of AttentionArgs from its inputs, output, lse and dout (flash-attention style: the
+// probabilities are recomputed from lse):
+//   P = exp(scale * q k^T - lse) (masked), Pd = dropout(P), Di = sum_d dout_i * out_i,
+//   dv = Pd^T dout, dS = P * (drop(dout v^T) - Di), dq = scale * dS k, dk = scale * dS^T q.
+// The CPU keeps everything in FP32 and never stores a Tq x Tk matrix. The CUDA backend computes
+// the scores, P, dP, Di and dS in FP32 and accumulates every product in FP32, but stores Pd (before
+// the 1 / (1 - p), which rides in the GEMM) and dS in `type` for the dv / dq / dk GEMMs: for FP16 /
+// BF16 inputs they are rounded to the input dtype (as PyTorch's math attention under autocast).
+// The same B, H, Tq, Tk, D, scale, causal, dropoutP, seed and strides as the forward; dout has
+// `type` and strides {b, h, t}; dq / dk / dv have dType and their own strides. They are written
+// (not accumulated) and must not overlap one another or any input.
+struct AttentionBackwardArgs {
+  int64_t B = 0, H = 0, Tq = 0, Tk = 0, D = 0;
+  float scale = 1.0f, dropoutP = 0.0f;
+  bool causal = false;
+  uint64_t seed = 0;
+  DType type = DType::F32, dType = DType::F32;
+  int64_t qStrides[kMaxDims] = {}, kStrides[kMaxDims] = {}, vStrides[kMaxDims] = {}, outStrides[kMaxDims] = {};
+  int64_t doutStrides[kMaxDims] = {}, dqStrides[kMaxDims] = {}, dkStrides[kMaxDims] = {}, dvStrides[kMaxDims] = {};
+  const void* q = nullptr; const void* k = nullptr; const void* v = nullptr; const void* out = nullptr;
+  const void* dout = nullptr;
+  const float* lse = nullptr;
+  void* dq = nullptr; void* dk = nullptr; void* dv = nullptr;
+
+  template <class R> void visit(R& r) {
+    r.dim("B", B, 1); r.dim("H", H, 1); r.dim("Tq", Tq, 1); r.dim("Tk", Tk, 1); r.dim("D", D, 1);
+    r.number("scale", scale); r.number("dropoutP", dropoutP); r.flag("causal", causal); r.seed("seed", seed);
+    r.dtype("type", type); r.dtype("dType", dType);
+    r.strides("qStrides", 3, qStrides); r.strides("kStrides", 3, kStrides); r.strides("vStrides", 3, vStrides);
+    r.strides("outStrides", 3, outStrides); r.strides("doutStrides", 3, doutStrides);
+    r.strides("dqStrides", 3, dqStrides); r.strides("dkStrides", 3, dkStrides); r.strides("dvStrides", 3, dvStrides);
+    r.tensor("q", q, type, headsExtent(B, H, Tq, D, qStrides));
+    r.tensor("k", k, type, headsExtent(B, H, Tk, D, kStrides));
+    r.tensor("v", v, type, headsExtent(B, H, Tk, D, vStrides));
+    r.tensor("out", out, type, headsExtent(B, H, Tq, D, outStrides));
+    r.tensor("dout", dout, type, headsExtent(B, H, Tq, D, doutStrides));
+    r.tensor("lse", lse, DType::F32, elems(B, H, Tq));
+    r.tensor("dq", dq, dType, headsExtent(B, H, Tq, D, dqStrides));
+    r.tensor("dk", dk, dType, headsExtent(B, H, Tk, D, dkStrides));
+    r.tensor("dv", dv, dType, headsExtent(B, H, Tk, D, dvStrides));
+  }
+  void check() const {
+    AttentionArgs::checkAttentionScalars("attentionBackward", scale, dropoutP);
+    const size_t es = dtype_size(type), gs = dtype_size(dType);
+    const std::pair<const void*, size_t> ins[] = {
+        {q, headsExtent(B, H, Tq, D, qStrides) * es}, {k, headsExtent(B, H, Tk, D, kStrides) * es},
+        {v, headsExtent(B, H, Tk, D, vStrides) * es}, {out, headsExtent(B, H, Tq, D, outStrides) * es},
+        {dout, headsExtent(B, H, Tq, D, doutStrides) * es}, {lse, elems(B, H, Tq) * 4}};
+    const std::pair<const void*, size_t> outs[] = {
+        {dq, headsExtent(B, H, Tq, D, dqStrides) * gs}, {dk, headsExtent(B, H, Tk, D, dkStrides) * gs},
+        {dv, headsExtent(B, H, Tk, D, dvStrides) * gs}};
+    for (int i = 0; i < 3; ++i) {
+      for (const auto& in : ins)
+        if (bytesOverlap(outs[i].first, outs[i].second, in.first, in.second)) fail("E_ARG", "attentionBackward: dq, dk or dv overlaps an input");
+      for (int j = i + 1; j < 3; ++j)
+        if (bytesOverlap(outs[i].first, outs[i].second, outs[j].first, outs[j].second)) fail("E_ARG", "attentionBackward: dq, dk and dv overlap one another");
+    }
+    if (headsOverlapItself(B, H, Tq, D, dqStrides) || headsOverlapItself(B, H, Tk, D, dkStrides) ||
+        headsOverlapItself(B, H, Tk, D, dvStrides))
+      fail("E_ARG", "attentionBackward: dq, dk or dv overlaps itself (its strides)");
   }
 };
 

@@ -270,7 +270,7 @@ MP_TARGET_AVX2 inline void store8(void* base, DType t, size_t index, __m256 v) {
 MP_TARGET_AVX2 inline __m256 applyActAvx2(Act act, __m256 v) {
   // max(0, v) returns its second operand for NaN and for -0, exactly like `v < 0 ? 0 : v`.
   if (act == Act::Relu) return _mm256_max_ps(_mm256_setzero_ps(), v);
-  if (act == Act::Gelu) {  // erff has no exact vector twin: keep the one shared definition
+  if (act == Act::Gelu) {  // the shared scalar gelu (branch-free: the compiler vectorises the 8 lanes)
     alignas(32) float lanes[8];
     _mm256_store_ps(lanes, v);
     for (float& x : lanes) x = gelu(x);

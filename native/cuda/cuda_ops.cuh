@@ -3,8 +3,9 @@
 //   void mp::cuda::<name>(const <Args>& args, const CudaContext& ctx);
 // defined by family: copy.cu (fill, copy), gemm.cu (gemm), elementwise.cu (binary, activations,
 // dropout), reduce.cu (reduceSum), softmax.cu (softmax*, losses), layernorm.cu, embedding.cu,
-// amp.cu (the step). Semantics: the Args struct's comment in native/core/op_args.h. Every op
-// enqueues on ctx.stream and returns without synchronising the host; a failed launch throws E_CUDA.
+// attention.cu (attention*), amp.cu (the step). Semantics: the Args struct's comment in
+// native/core/op_args.h. Every op enqueues on ctx.stream and returns without synchronising the
+// host; a failed launch throws E_CUDA.
 #pragma once
 #include <cuda_runtime.h>
 #include <stddef.h>

@@ -4,7 +4,7 @@
 #pragma once
 #include <math.h>
 #include <stdint.h>
-#include "half.h"
+#include "fastmath.h"
 
 namespace mp {
 
@@ -16,12 +16,12 @@ MP_HD float binary_apply(int op, float a, float b) {
 }
 
 // Softmax of one row with max mx and s = sum_j exp(x_j - mx): y_j = exp(x_j - mx) / s.
-MP_HD float softmax_value(float x, float mx, float s) { return expf(x - mx) / s; }
+MP_HD float softmax_value(float x, float mx, float s) { return exp_poly(x - mx) / s; }
 // log_softmax: x_j - mx - log(s).
 MP_HD float log_softmax_value(float x, float mx, float s) { return x - mx - logf(s); }
 // Backward, per element, from the row's dot = sum_j dy_j y_j (softmax) or sum = sum_j dy_j (log).
 MP_HD float softmax_grad(float y, float dy, float dot) { return y * (dy - dot); }
-MP_HD float log_softmax_grad(float y, float dy, float sum) { return dy - expf(y) * sum; }
+MP_HD float log_softmax_grad(float y, float dy, float sum) { return dy - exp_poly(y) * sum; }
 
 // reduceSum's output from the FP32 sum: alpha * sum + beta * old; beta 0 never uses old (it is
 // not read, so NaN poison there does not propagate). Also a gradient sum accumulated into an
