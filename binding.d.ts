@@ -149,8 +149,8 @@ export interface AttentionBackwardArgs {
 export interface UnscaleArgs { n: number; g: H; gOffset?: number; gType: DTypeCode; state: H; out32?: Opt<H>; out32Offset?: number }
 export interface AmpFinalizeArgs { state: H; scaler: NativeScalerConfig; optim: NativeOptimConfig; updateScale: boolean }
 export interface OptimizerStepArgs {
-  n: number; master: H; working?: Opt<H>; workingType?: DTypeCode; grad: H; gradType: DTypeCode;
-  m?: Opt<H>; v?: Opt<H>; state: H; config: NativeOptimConfig;
+  n: number; master: H; masterOffset?: number; working?: Opt<H>; workingOffset?: number; workingType?: DTypeCode; grad: H; gradOffset?: number; gradType: DTypeCode;
+  m?: Opt<H>; mOffset?: number; v?: Opt<H>; vOffset?: number; state: H; config: NativeOptimConfig;
 }
 export interface AccumulateArgs { n: number; overwrite: boolean; g: H; gOffset?: number; gType: DTypeCode; acc: H; accOffset?: number }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `mixprec` command: info | bench | train | diagnose. Argument parsing by commander.
+// The `mixprec` command: info | bench | train | sample | diagnose. Argument parsing by commander.
 import { Command, InvalidArgumentError } from 'commander';
 import { execSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -10,10 +10,12 @@ import { benchAmp } from './bench/amp';
 import { benchGemm } from './bench/gemm';
 import { benchTrain } from './bench/train';
 import { benchTape } from './bench/tape';
+import { benchGpt } from './bench/gpt';
 import { resolveDevice } from './backends';
 import { MixprecError } from './errors';
 import { addTrainCommand } from './train/cli_train';
 import { addDiagnoseCommand } from './diagnostics/cli_diagnose';
+import { addSampleCommand } from './train/cli_sample';
 import { benchChart } from './diagnostics/plots';
 
 const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { version: string };
@@ -59,7 +61,7 @@ program
 program
   .command('bench')
   .description('benchmarks: gemm (GFLOP/s for fp32/fp16/bf16, ratios to fp32 and to a reference BLAS measured in the same run); amp (fused unscale/check/norm and AdamW as GB/s and as a ratio to a copy, vs the unfused passes)')
-  .argument('[sections...]', 'sections to run: gemm, amp, train, tape (default: all)', ['gemm', 'amp', 'train', 'tape'])
+  .argument('[sections...]', 'sections to run: gemm, amp, train, gpt, tape (default: all)', ['gemm', 'amp', 'train', 'gpt', 'tape'])
   .option('--widths <list>', 'train: MLP widths', intList, [784, 1024, 1024, 10])
   .option('--batch <n>', 'train: batch size', (v) => intList(v)[0], 256)
   .option('--params <n>', 'amp: parameters in the store (default 2^24 on the CPU, 2^28 on CUDA)', (v) => intList(v)[0])
@@ -69,7 +71,7 @@ program
   .option('--json <file>', 'also write the results as JSON to FILE, and a bar chart (SVG) of the fp32 / fp16 / bf16 figures beside it (FILE with .json replaced by .svg)')
   .option('--chart <file>', 'write the bar chart (SVG) here instead (works without --json too)')
   .action(async (sections: string[], o: { sizes: number[]; device?: string; reference: boolean; json?: string; chart?: string; params?: number; widths: number[]; batch: number }) => {
-    for (const s of sections) if (!['gemm', 'amp', 'train', 'tape'].includes(s)) throw new InvalidArgumentError(`unknown bench section '${s}' (available: gemm, amp, train, tape)`);
+    for (const s of sections) if (!['gemm', 'amp', 'train', 'gpt', 'tape'].includes(s)) throw new InvalidArgumentError(`unknown bench section '${s}' (available: gemm, amp, train, gpt, tape)`);
     if (o.device && o.device !== 'cpu' && o.device !== 'cuda') throw new InvalidArgumentError("--device must be 'cpu' or 'cuda'");
     const devices = o.device ? [o.device as 'cpu' | 'cuda'] : undefined;
     if (o.device === 'cuda') resolveDevice('cuda'); // E_NO_CUDA (exit 1) rather than empty tables
@@ -104,6 +106,17 @@ program
       for (const [dev, ref] of Object.entries((reference ?? {}) as Record<string, { library?: string; error?: string }>))
         console.log(`reference on ${dev}: ${ref.library ?? `none (${ref.error})`}`);
     }
+    if (sections.includes('gpt')) {
+      const g = await benchGpt({ devices, reference: o.reference });
+      result.gpt = g;
+      const c = g.config;
+      console.log(`\nGPT training step, ${c.nLayer} layers / ${c.nHead} heads / ${c.nEmbd} wide, block ${c.blockSize}, batch ${g.batch}, AdamW + clipping (x fp32 = tokens/s ratio to our fp32, same run)`);
+      console.log(['device', 'precision', 'ms/step', 'tokens/s', 'x fp32', 'act MiB'].map((h) => h.padStart(10)).join(' '));
+      for (const r of g.rows)
+        console.log([r.device, r.precision, fmt(r.msPerStep, 1), fmt(r.tokensPerSecond, 0), fmt(r.ratioToOurFp32, 2), fmt(r.activationBytes === undefined ? undefined : r.activationBytes / 2 ** 20, 2)].map((x) => x.padStart(10)).join(' '));
+      const ref = (g.reference as { cpu?: { error?: string; torch?: string } } | undefined)?.cpu;
+      if (ref) console.log(`reference on cpu: ${ref.error ? `none (${ref.error})` : `PyTorch ${ref.torch ?? ''} (bench/gpt_torch_ref.py)`}`);
+    }
     if (sections.includes('tape')) {
       const rows = await benchTape(devices);
       result.tape = { rows };
@@ -130,6 +143,7 @@ program
 
 addTrainCommand(program);
 addDiagnoseCommand(program);
+addSampleCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof MixprecError) {

@@ -9,10 +9,16 @@ import type { Device } from './backends';
 
 export type OptimizerKind = 'sgd' | 'adam' | 'adamw';
 
-export interface SGDOptions { lr?: number; momentum?: number; dampening?: number; weightDecay?: number; nesterov?: boolean }
-export interface AdamOptions { lr?: number; betas?: [number, number]; eps?: number; weightDecay?: number }
+/**
+ * Which parameters weight decay applies to: 'all' (torch.optim's default, one parameter group), or
+ * 'matrices' (nanoGPT's two groups: parameters with 2 or more dims — Linear weights, embeddings —
+ * decay; biases and LayerNorm weights do not).
+ */
+export type DecayParameters = 'all' | 'matrices';
+export interface SGDOptions { lr?: number; momentum?: number; dampening?: number; weightDecay?: number; nesterov?: boolean; decayParameters?: DecayParameters }
+export interface AdamOptions { lr?: number; betas?: [number, number]; eps?: number; weightDecay?: number; decayParameters?: DecayParameters }
 
-interface Hyper { lr: number; momentum: number; dampening: number; weightDecay: number; nesterov: boolean; beta1: number; beta2: number; eps: number }
+interface Hyper { lr: number; momentum: number; dampening: number; weightDecay: number; nesterov: boolean; beta1: number; beta2: number; eps: number; decayParameters: DecayParameters }
 
 export interface OptimizerStateDict {
   kind: OptimizerKind;
@@ -128,16 +134,37 @@ function validateHyper(kind: OptimizerKind, h: unknown): Hyper {
   const o = h as Record<string, unknown>;
   try {
     return kind === 'sgd'
-      ? sgdHyper({ lr: o.lr as number, momentum: o.momentum as number, dampening: o.dampening as number, weightDecay: o.weightDecay as number, nesterov: o.nesterov as boolean })
-      : adamHyper({ lr: o.lr as number, betas: [o.beta1 as number, o.beta2 as number], eps: o.eps as number, weightDecay: o.weightDecay as number }, 0);
+      ? sgdHyper({ lr: o.lr as number, momentum: o.momentum as number, dampening: o.dampening as number, weightDecay: o.weightDecay as number, nesterov: o.nesterov as boolean, decayParameters: o.decayParameters as DecayParameters })
+      : adamHyper({ lr: o.lr as number, betas: [o.beta1 as number, o.beta2 as number], eps: o.eps as number, weightDecay: o.weightDecay as number, decayParameters: o.decayParameters as DecayParameters }, 0);
   } catch (e) {
     throw new MixprecError('E_STATE', `optimizer state: ${(e as Error).message}`);
   }
 }
 
+function decayOption(d: unknown): DecayParameters {
+  if (d === undefined || d === 'all' || d === 'matrices') return d ?? 'all';
+  throw new MixprecError('E_ARG', `decayParameters must be 'all' or 'matrices' (got ${String(d)})`);
+}
+
+/**
+ * @internal The store's element ranges [start, start + n) with their weight decay: one range for
+ * 'all', else maximal runs of parameters that decay (2+ dims) or not.
+ */
+export function decayRuns(views: readonly { shape: readonly number[]; offset: number; size: number }[], length: number, d: DecayParameters): { start: number; n: number; decay: boolean }[] {
+  if (d === 'all' || views.length === 0) return [{ start: 0, n: length, decay: true }];
+  const runs: { start: number; n: number; decay: boolean }[] = [];
+  views.forEach((v, i) => {
+    const decay = v.shape.length >= 2, end = i + 1 < views.length ? views[i + 1].offset : length; // padding goes with its parameter
+    const last = runs[runs.length - 1];
+    if (last && last.decay === decay) last.n = end - last.start;
+    else runs.push({ start: v.offset, n: end - v.offset, decay });
+  });
+  return runs;
+}
+
 function sgdHyper(o: SGDOptions): Hyper {
   if (typeof o !== 'object' || o === null) throw new MixprecError('E_ARG', 'options must be an object');
-  checkKeys(o, ['lr', 'momentum', 'dampening', 'weightDecay', 'nesterov'], 'sgd');
+  checkKeys(o, ['lr', 'momentum', 'dampening', 'weightDecay', 'nesterov', 'decayParameters'], 'sgd');
   const lr = num(o.lr ?? 1e-3, 'lr', (x) => x >= 0, 'must be >= 0');
   const momentum = num(o.momentum ?? 0, 'momentum', (x) => x >= 0, 'must be >= 0');
   const dampening = num(o.dampening ?? 0, 'dampening', () => true, 'must be a finite number');
@@ -145,12 +172,12 @@ function sgdHyper(o: SGDOptions): Hyper {
   const nesterov = o.nesterov ?? false;
   if (typeof nesterov !== 'boolean') throw new MixprecError('E_ARG', 'nesterov must be a boolean');
   if (nesterov && (momentum <= 0 || dampening !== 0)) throw new MixprecError('E_ARG', 'Nesterov momentum requires a momentum and zero dampening');
-  return { lr, momentum, dampening, weightDecay, nesterov, beta1: 0, beta2: 0, eps: 0 };
+  return { lr, momentum, dampening, weightDecay, nesterov, beta1: 0, beta2: 0, eps: 0, decayParameters: decayOption(o.decayParameters) };
 }
 
 function adamHyper(o: AdamOptions, defaultWeightDecay: number, kind = 'adam'): Hyper {
   if (typeof o !== 'object' || o === null) throw new MixprecError('E_ARG', 'options must be an object');
-  checkKeys(o, ['lr', 'betas', 'eps', 'weightDecay'], kind);
+  checkKeys(o, ['lr', 'betas', 'eps', 'weightDecay', 'decayParameters'], kind);
   const lr = num(o.lr ?? 1e-3, 'lr', (x) => x >= 0, 'must be >= 0');
   const betas = o.betas ?? [0.9, 0.999];
   if (!Array.isArray(betas) || betas.length !== 2) throw new MixprecError('E_ARG', 'betas must be [beta1, beta2]');
@@ -158,7 +185,7 @@ function adamHyper(o: AdamOptions, defaultWeightDecay: number, kind = 'adam'): H
   const beta2 = num(betas[1], 'betas[1]', (x) => x >= 0 && x < 1, 'must be in [0, 1)');
   const eps = num(o.eps ?? 1e-8, 'eps', (x) => x >= 0, 'must be >= 0');
   const weightDecay = num(o.weightDecay ?? defaultWeightDecay, 'weightDecay', (x) => x >= 0, 'must be >= 0');
-  return { lr, beta1, beta2, eps, weightDecay, momentum: 0, dampening: 0, nesterov: false };
+  return { lr, beta1, beta2, eps, weightDecay, momentum: 0, dampening: 0, nesterov: false, decayParameters: decayOption(o.decayParameters) };
 }
 
 /** torch.optim.SGD: lr 1e-3, momentum 0, dampening 0, weightDecay 0 (L2), nesterov false. */

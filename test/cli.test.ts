@@ -85,3 +85,69 @@ const gpu = JSON.parse(run('info', '--json').stdout).backends.find((b: { name: s
   expect(r.status).toBe(1);
   expect(r.stderr).toContain('E_NO_CUDA');
 });
+
+describe('the GPT job', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mixprec-cli-gpt-'));
+  const textFile = path.join(dir, 'tiny.txt');
+  fs.writeFileSync(textFile, 'the quick brown fox jumps over the lazy dog. '.repeat(60));
+  const small = ['--layers', '1', '--heads', '2', '--embd', '16', '--block-size', '16', '--batch-size', '4', '--eval-iters', '2', '--device', 'cpu', '--text', textFile];
+  const ckpt = path.join(dir, 'gpt.mpk');
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  test('train --model gpt --json: per-evaluation lines, a summary, a checkpoint; --resume loads it and keeps the planned schedule', () => {
+    const a = run('train', '--model', 'gpt', ...small, '--iters', '20', '--eval-interval', '10', '--json', '--save', ckpt);
+    expect(a.status).toBe(0);
+    const lines = a.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines[0]).toMatchObject({ event: 'start', model: 'gpt', precision: 'fp16', batchSize: 4, iters: 20 });
+    expect(lines.filter((l) => l.event === 'eval').map((l) => l.iter)).toEqual([10, 20]);
+    const s = lastJson(a.stdout);
+    expect(s).toMatchObject({ event: 'summary', model: 'gpt', iters: 20 });
+    expect(s.finalValLoss).toBeLessThan(Math.log(28)); // below a uniform guess over the text's 28 characters
+    expect(s.tokensPerSecond).toBeGreaterThan(0);
+    const again = ['--text', textFile, '--device', 'cpu', '--eval-iters', '2', '--eval-interval', '10', '--json'];
+    // Resuming the finished run loads it (iteration 20 of 20) and stops at once.
+    const b = run('train', '--model', 'gpt', ...again, '--iters', '20', '--resume', ckpt);
+    expect(b.status).toBe(0);
+    expect(lastJson(b.stdout)).toMatchObject({ event: 'summary', iters: 20 });
+    // The cosine schedule was planned for 20 iterations, and the checkpoint fixes the model: usage errors.
+    const longer = run('train', '--model', 'gpt', ...again, '--iters', '30', '--resume', ckpt);
+    expect(longer.status).toBe(2);
+    expect(longer.stderr).toMatch(/planned for 20 iterations/);
+    expect(run('train', '--model', 'gpt', ...again, '--iters', '20', '--resume', ckpt, '--embd', '32').status).toBe(2);
+  });
+
+  test('sample: reproducible for a seed, the prompt first; bad input is a typed error', () => {
+    const s1 = run('sample', '--checkpoint', ckpt, '--prompt', 'the ', '--tokens', '40', '--seed', '3', '--device', 'cpu');
+    const s2 = run('sample', '--checkpoint', ckpt, '--prompt', 'the ', '--tokens', '40', '--seed', '3', '--device', 'cpu');
+    expect(s1.status).toBe(0);
+    expect(s1.stdout).toBe(s2.stdout);
+    expect(s1.stdout.startsWith('the ')).toBe(true);
+    expect([...s1.stdout.trimEnd()].length).toBe(44);
+    const bad = run('sample', '--checkpoint', ckpt, '--prompt', 'Z', '--device', 'cpu');
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/E_DATA/);
+    expect(run('sample', '--checkpoint', path.join(dir, 'nope.mpk')).status).toBe(1);
+  });
+
+  test('train --model gpt: an empty or binary --text is E_DATA before any training', () => {
+    const empty = path.join(dir, 'empty.txt'), bin = path.join(dir, 'bin.txt');
+    fs.writeFileSync(empty, '');
+    fs.writeFileSync(bin, Buffer.from([0x68, 0x00, 0xff, 0x10, 0x20]));
+    for (const f of [empty, bin]) {
+      const r = run('train', '--model', 'gpt', '--text', f, '--iters', '5');
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/E_DATA/);
+    }
+  });
+
+  test('diagnose --model gpt --json: parameter and activation gradients, attention scores included', () => {
+    const r = run('diagnose', '--model', 'gpt', '--layers', '1', '--heads', '2', '--embd', '16', '--block-size', '16', '--text', textFile, '--steps', '3', '--ablation-steps', '3', '--json', '--device', 'cpu');
+    expect(r.status).toBe(0);
+    const d = lastJson(r.stdout);
+    const names = d.groups.map((g: { name: string }) => g.name);
+    expect(names).toEqual(expect.arrayContaining(['transformer.wte.weight', 'h.0.attn.scores', 'h.0.attn.probs', 'logits', 'all gradients']));
+    expect(d.modelName).toMatch(/^GPT/);
+    expect(d.ablation.runs).toHaveLength(4);
+    expect(d.underflowFraction).toBeGreaterThan(0);
+  });
+});

@@ -18,7 +18,7 @@ export type AutocastPrecision = 'fp16' | 'bf16';
  * - keep: the input's dtype (no cast; FP32 math inside).
  */
 export const AUTOCAST_POLICY = {
-  low: ['matmul', 'linear'],
+  low: ['matmul', 'linear', 'scaledDotProductAttention'],
   fp32: ['softmax', 'logSoftmax', 'sum', 'mean', 'crossEntropy', 'mseLoss'],
   fp32Stats: ['layerNorm'],
   promote: ['add', 'sub', 'mul', 'cat'],

@@ -6,7 +6,7 @@ import type { NativeScalerConfig } from '../../binding';
 import { dtypeCode } from '../dtype';
 import { MixprecError } from '../errors';
 import { native } from '../native';
-import type { Optimizer } from '../optim';
+import { decayRuns, Optimizer } from '../optim';
 import { AmpStateBuffer } from './state';
 import type { ParameterStore } from './store';
 
@@ -146,12 +146,17 @@ export class GradScaler {
     const state = store.ampState.handle();
     n.ampFinalize({ state, scaler: this.nativeConfig(), optim: optimizer.nativeConfig(maxNorm), updateScale: Boolean(opts.update) });
     const { m, v } = optimizer.buffers(store.length, store.device);
-    n.optimizerStep({
-      n: store.length, master: store.master.handle(),
-      working: store.working?.handle(), workingType: store.working ? dtypeCode(store.working.dtype) : undefined,
-      grad: g.handle(), gradType: dtypeCode(dtype), m: m?.handle(), v: v?.handle(), state,
-      config: optimizer.nativeConfig(maxNorm),
-    });
+    const config = optimizer.nativeConfig(maxNorm);
+    // One pass over the store, or one per run of parameters that share their weight decay.
+    for (const r of decayRuns(store.views, store.length, config.weightDecay > 0 ? optimizer.hyper.decayParameters : 'all')) {
+      const at = r.start;
+      n.optimizerStep({
+        n: r.n, master: store.master.handle(), masterOffset: at,
+        working: store.working?.handle(), workingOffset: at, workingType: store.working ? dtypeCode(store.working.dtype) : undefined,
+        grad: g.handle(), gradOffset: at, gradType: dtypeCode(dtype), m: m?.handle(), mOffset: at, v: v?.handle(), vOffset: at, state,
+        config: r.decay ? config : { ...config, weightDecay: 0 },
+      });
+    }
     // The one read-back of the step: a few bytes of AmpState (and, for a Trainer, the loss after it).
     const back = n.readBytes(state, this.#state.bytes.length + (opts.readExtra ?? 0));
     this.#state.bytes.set(back.subarray(0, this.#state.bytes.length));

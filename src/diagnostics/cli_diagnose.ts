@@ -5,15 +5,17 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadMnist } from '../data';
 import { MixprecError } from '../errors';
+import { diagnoseGpt } from './diagnose_gpt';
 import { AblationOptions, diagnose, DiagnoseResult, GroupReport, HistogramMap, OptimizerName } from './diagnose';
 import { Fp16Fractions, scaleExponent } from './histogram';
 import { formatPercent as pct, histogramChart } from './plots';
-import { reportHtml, scaleLabel } from './report';
+import { modelName, reportHtml, scaleLabel } from './report';
 
 export interface DiagnoseFlags {
   dataset: string; steps: number; batchSize: number; hidden: number[]; seed: number; device: 'auto' | 'cpu' | 'cuda';
   optimizer: OptimizerName; lr: number; currentScale: number; out?: string; svg?: string; json?: boolean;
   ablationSteps: number; ablationLr: number; ablationOptimizer: OptimizerName; ablationSubset: number;
+  model: 'mlp' | 'gpt'; layers: number; heads: number; embd: number; blockSize: number; text?: string;
 }
 
 function intArg(what: string, min: number) {
@@ -44,7 +46,13 @@ export function addDiagnoseCommand(program: Command): void {
   program
     .command('diagnose')
     .description('train a few steps in FP32 and histogram every weight and activation gradient: what FP16 would round to zero, make subnormal or overflow, unscaled / with the current loss scale / with a suggested one; plus ablation runs (fp32, fp16, fp16 without loss scaling, fp16 without master weights)')
+    .addOption(new Option('--model <m>', 'mlp (MNIST) or gpt (a character-level GPT on the State of the Union corpus, or --text)').choices(['mlp', 'gpt']).default('mlp'))
     .addOption(new Option('--dataset <name>', 'data set').choices(['mnist']).default('mnist'))
+    .option('--layers <n>', 'gpt: transformer blocks', intArg('--layers', 1), 4)
+    .option('--heads <n>', 'gpt: attention heads', intArg('--heads', 1), 4)
+    .option('--embd <n>', 'gpt: model width', intArg('--embd', 1), 128)
+    .option('--block-size <n>', 'gpt: context length', intArg('--block-size', 1), 64)
+    .option('--text <file>', 'gpt: a UTF-8 text file instead of the State of the Union corpus')
     .option('--steps <n>', 'FP32 training steps whose gradients are histogrammed', intArg('--steps', 1), 100)
     .option('--batch-size <n>', 'batch size', intArg('--batch-size', 1), 128)
     .option('--hidden <list>', 'hidden layer widths, e.g. 512,512', (v) => v.split(',').map((s) => intArg('--hidden', 1)(s.trim())), [512, 512])
@@ -60,7 +68,16 @@ export function addDiagnoseCommand(program: Command): void {
     .option('--out <file>', 'write the HTML report (self-contained: inline SVG, no scripts) here')
     .option('--svg <file>', 'write the overall gradient histogram as a standalone SVG here')
     .option('--json', 'print one JSON object (the last stdout line); progress goes to stderr')
-    .action(async (flags: DiagnoseFlags) => {
+    .action(async (flags: DiagnoseFlags, cmd: Command) => {
+      if (flags.model === 'gpt') {
+        // The GPT's defaults where the MLP's differ (flags the user did not give).
+        const given = (k: string) => cmd.getOptionValueSource(k) === 'cli';
+        if (!given('batchSize')) flags.batchSize = 12;
+        if (!given('optimizer')) flags.optimizer = 'adamw';
+        if (!given('ablationLr')) flags.ablationLr = 1e-3;
+        if (!given('ablationOptimizer')) flags.ablationOptimizer = 'adamw';
+        if (!given('ablationSteps')) flags.ablationSteps = 200;
+      }
       process.exitCode = await runDiagnose(flags);
     });
 }
@@ -76,13 +93,17 @@ function writeFile(file: string, content: string): void {
 
 export async function runDiagnose(f: DiagnoseFlags): Promise<number> {
   const log = (s: string) => (f.json ? process.stderr.write(s + '\n') : console.log(s));
-  const data = loadMnist();
   const ablation: AblationOptions | null = f.ablationSteps > 0
     ? { steps: f.ablationSteps, lr: f.ablationLr, optimizer: f.ablationOptimizer, subset: f.ablationSubset, batchSize: f.batchSize }
     : null;
   if (ablation) log(`then ${ablation.steps} steps each of fp32 / fp16 / fp16 --loss-scale 1 / fp16 --no-master-weights (${ablation.optimizer}, lr ${ablation.lr}, first ${ablation.subset} rows)`);
-  const { result, histograms } = await diagnose({
-    data, datasetName: 'MNIST', steps: f.steps, batchSize: f.batchSize, hidden: f.hidden, seed: f.seed, device: f.device,
+  const { result, histograms } = f.model === 'gpt'
+    ? await diagnoseGpt({
+      config: { blockSize: f.blockSize, nLayer: f.layers, nHead: f.heads, nEmbd: f.embd }, textFile: f.text, steps: f.steps, batchSize: f.batchSize,
+      seed: f.seed, device: f.device, optimizer: f.optimizer, lr: f.lr, currentScale: f.currentScale, ablation, log,
+    })
+    : await diagnose({
+    data: loadMnist(), datasetName: 'MNIST', steps: f.steps, batchSize: f.batchSize, hidden: f.hidden, seed: f.seed, device: f.device,
     optimizer: f.optimizer, lr: f.lr, currentScale: f.currentScale, ablation, log,
   });
   if (f.out) {
@@ -101,7 +122,7 @@ export async function runDiagnose(f: DiagnoseFlags): Promise<number> {
 /** The picture for the README: all gradients, with the suggested scale's histogram dashed. */
 export function overallSvg(r: DiagnoseResult, hs: HistogramMap): string {
   return histogramChart(hs.get('all gradients')!, {
-    title: `${r.dataset} MLP ${r.model.join('-')}: all gradients of ${r.steps} FP32 steps, log2 magnitude`,
+    title: `${r.dataset} ${modelName(r)}: all gradients of ${r.steps} FP32 steps, log2 magnitude`,
     overlays: [{ scale: r.suggestedLossScale, label: 'suggested loss scale' }, { scale: r.currentLossScale, label: 'current loss scale' }], width: 900,
     desc: `Histogram of floor(log2|g|) over all weight and activation gradients, FP16 ranges shaded; unscaled underflow ${pct(r.underflowFraction)}, suggested loss scale ${scaleLabel(r.suggestedLossScale)}`,
   });
@@ -133,9 +154,10 @@ export function textReport(r: DiagnoseResult, wroteReport: boolean): string {
   if (r.ablation) {
     out.push('');
     const k = Math.max(1, Math.round(r.ablation.options.steps / 10));
-    out.push(`Ablations: ${r.ablation.options.steps} steps, ${r.ablation.options.optimizer} lr ${r.ablation.options.lr}, first ${r.ablation.options.subset} rows, same init and batches`);
-    const ar = r.ablation.runs.map((x) => [x.label, x.firstLoss.toFixed(4), x.lastLoss.toFixed(4), (x.firstLoss - x.lastLoss).toFixed(4), x.testAccuracy === undefined ? '-' : pct(x.testAccuracy), String(x.skipped.length), scaleLabel(x.scales[x.scales.length - 1])]);
-    const ah = ['run', `loss first ${k}`, `loss last ${k}`, 'decrease', 'test acc', 'skipped', 'scale'];
+    out.push(`Ablations: ${r.ablation.options.steps} steps, ${r.ablation.options.optimizer} lr ${r.ablation.options.lr}${r.modelName?.startsWith('GPT') ? '' : `, first ${r.ablation.options.subset} rows`}, same init and batches`);
+    const byVal = r.ablation.runs.some((x) => x.valLoss !== undefined);
+    const ar = r.ablation.runs.map((x) => [x.label, x.firstLoss.toFixed(4), x.lastLoss.toFixed(4), (x.firstLoss - x.lastLoss).toFixed(4), byVal ? (x.valLoss?.toFixed(4) ?? '-') : x.testAccuracy === undefined ? '-' : pct(x.testAccuracy), String(x.skipped.length), scaleLabel(x.scales[x.scales.length - 1])]);
+    const ah = ['run', `loss first ${k}`, `loss last ${k}`, 'decrease', byVal ? 'val loss' : 'test acc', 'skipped', 'scale'];
     const aw = ah.map((h, i) => Math.max(h.length, ...ar.map((row) => row[i].length)));
     const al = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(aw[i]) : c.padStart(aw[i]))).join('  ');
     out.push(al(ah));

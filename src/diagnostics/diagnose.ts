@@ -65,13 +65,18 @@ export interface AblationRun {
   firstLoss: number;
   lastLoss: number;
   testAccuracy?: number;
+  /** The GPT's validation loss after the run. */
+  valLoss?: number;
   seconds: number;
 }
 
 export interface DiagnoseResult {
   event: 'diagnose';
   dataset: string;
+  /** The MLP's widths (a GPT: [layers, heads, width, block]). */
   model: number[];
+  /** The model as the report names it, e.g. "MLP 784-512-512-10" or "GPT 4 x 4 heads x 128". */
+  modelName?: string;
   parameters: number;
   steps: number;
   batchSize: number;
@@ -98,11 +103,11 @@ export interface DiagnoseResult {
 /** The histograms themselves (for the pictures), by group name. */
 export type HistogramMap = Map<string, Log2Histogram>;
 
-const OVERALL = 'all gradients';
-const ALL_W = 'all weight gradients';
-const ALL_A = 'all activation gradients';
+export const OVERALL = 'all gradients';
+export const ALL_W = 'all weight gradients';
+export const ALL_A = 'all activation gradients';
 
-function groupReport(name: string, kind: GroupReport['kind'], h: Log2Histogram, current: number, shape?: number[]): GroupReport {
+export function groupReport(name: string, kind: GroupReport['kind'], h: Log2Histogram, current: number, shape?: number[]): GroupReport {
   const total = h.total;
   return {
     name, kind, ...(shape ? { shape } : {}), values: total, zeroFraction: total ? h.zero / total : 0, inf: h.inf, nan: h.nan,
@@ -110,7 +115,7 @@ function groupReport(name: string, kind: GroupReport['kind'], h: Log2Histogram, 
   };
 }
 
-function checkPositiveInt(v: unknown, what: string): void {
+export function checkPositiveInt(v: unknown, what: string): void {
   if (!Number.isSafeInteger(v) || (v as number) < 1) throw new MixprecError('E_ARG', `${what} must be a positive integer`);
 }
 

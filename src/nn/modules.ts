@@ -12,7 +12,7 @@ import { Module, Parameter, parameter } from './module';
 export type LayerConfig =
   | { type: 'linear'; inFeatures: number; outFeatures: number; bias: boolean; activation: Activation }
   | { type: 'activation'; activation: 'relu' | 'gelu' }
-  | { type: 'layerNorm'; features: number; eps: number }
+  | { type: 'layerNorm'; features: number; eps: number; bias?: boolean }
   | { type: 'dropout'; p: number }
   | { type: 'embedding'; numEmbeddings: number; embeddingDim: number };
 
@@ -89,21 +89,24 @@ export class GELU extends BuiltinModule {
 export class LayerNorm extends BuiltinModule {
   readonly config: Extract<LayerConfig, { type: 'layerNorm' }>;
   weight: Parameter;
-  bias: Parameter;
-  constructor(features: number, opts: { eps?: number } = {}) {
+  /** null with { bias: false } (nn.LayerNorm(bias=False)). */
+  bias: Parameter | null;
+  constructor(features: number, opts: { eps?: number; bias?: boolean } = {}) {
     super();
     positiveInt(features, 'LayerNorm', 'features');
-    const o = checkKeys(opts, 'LayerNorm', ['eps']);
+    const o = checkKeys(opts, 'LayerNorm', ['eps', 'bias']);
     const eps = o.eps ?? 1e-5;
     if (typeof eps !== 'number' || !(eps >= 0) || !Number.isFinite(eps)) throw new MixprecError('E_ARG', 'LayerNorm: eps must be a finite number >= 0');
-    this.config = { type: 'layerNorm', features, eps };
+    const bias = o.bias ?? true;
+    if (typeof bias !== 'boolean') throw new MixprecError('E_ARG', 'LayerNorm: bias must be a boolean');
+    this.config = bias ? { type: 'layerNorm', features, eps } : { type: 'layerNorm', features, eps, bias };
     this.weight = parameter(new Float32Array(features).fill(1), [features]);
-    this.bias = parameter(new Float32Array(features), [features]);
+    this.bias = bias ? parameter(new Float32Array(features), [features]) : null;
   }
   initParameters(next: () => Rng): void {
     next(); next();
     const n = this.config.features;
-    this.loadParameters([{ name: 'weight', data: new Float32Array(n).fill(1) }, { name: 'bias', data: new Float32Array(n) }]);
+    this.loadParameters([{ name: 'weight', data: new Float32Array(n).fill(1) }, ...(this.bias ? [{ name: 'bias', data: new Float32Array(n) }] : [])]);
   }
   outFeatures(n: number): number {
     if (n !== this.config.features) throw new MixprecError('E_SHAPE', `LayerNorm(${this.config.features}) got ${n} features`);

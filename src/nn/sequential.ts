@@ -74,7 +74,7 @@ export function moduleFromConfig(c: LayerConfig): BuiltinModule {
   switch (c?.type) {
     case 'linear': return new Linear(c.inFeatures, c.outFeatures, { bias: c.bias, activation: c.activation });
     case 'activation': return c.activation === 'gelu' ? new GELU() : new ReLU();
-    case 'layerNorm': return new LayerNorm(c.features, { eps: c.eps });
+    case 'layerNorm': return new LayerNorm(c.features, { eps: c.eps, ...(c.bias === false ? { bias: false } : {}) });
     case 'dropout': return new Dropout(c.p);
     case 'embedding': return new Embedding(c.numEmbeddings, c.embeddingDim);
     default: throw new MixprecError('E_CHECKPOINT', `unknown layer type '${String((c as { type?: unknown })?.type)}'`);

