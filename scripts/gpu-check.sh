@@ -14,18 +14,18 @@ timeout 200 node node_modules/.bin/jest --runInBand --json --outputFile="$out/je
 echo "jest rc=$?" >> "$summary"
 grep -E "^jest: " "$out/jest.log" >> "$summary"
 # 2. the native CUDA cases again with a synchronize after every launch (MIXPREC_CUDA_SYNC=1)
-MIXPREC_CUDA_SYNC=1 timeout 60 node node_modules/.bin/jest --runInBand -t '\[cuda\]' test/nn_ops.test.ts test/gemm.test.ts \
+MIXPREC_CUDA_SYNC=1 timeout 60 node node_modules/.bin/jest --runInBand -t '\[cuda\]' test/nn_ops.test.ts test/gemm.test.ts test/attention_native.test.ts \
   > "$out/jest-sync.log" 2>&1
 echo "jest MIXPREC_CUDA_SYNC=1 rc=$?" >> "$summary"
 grep -E "^jest: " "$out/jest-sync.log" >> "$summary"
 # 3. memcheck over the CUDA test cases only (describe titles carry "[cuda]")
 timeout 120 compute-sanitizer --tool memcheck --target-processes all --print-limit 20 \
-  node node_modules/.bin/jest --runInBand -t '\[cuda\]' test/gemm.test.ts test/amp_step.test.ts test/nn_ops.test.ts test/layers.test.ts test/ops.test.ts test/autograd.test.ts \
+  node node_modules/.bin/jest --runInBand -t '\[cuda\]' test/gemm.test.ts test/amp_step.test.ts test/nn_ops.test.ts test/layers.test.ts test/ops.test.ts test/autograd.test.ts test/attention_native.test.ts test/gpt.test.ts \
   > "$out/memcheck.log" 2>&1
 echo "memcheck rc=$?" >> "$summary"
 grep -E "ERROR SUMMARY" "$out/memcheck.log" >> "$summary"
 # 4. the bench on the GPU, with cuBLAS / PyTorch AMP measured in the same run where torch imports
-timeout 130 node dist/cli.js bench gemm amp train tape --device cuda --sizes 1024,2048,4096,8192 \
+timeout 130 node dist/cli.js bench gemm amp train gpt tape --device cuda --sizes 1024,2048,4096,8192 \
   --widths 4096,4096,4096,4096 --batch 512 --json "$out/bench.json" > "$out/bench.log" 2>&1
 echo "bench rc=$?" >> "$summary"
 cat "$summary"; tail -n 40 "$out/bench.log"

@@ -17,6 +17,7 @@ import { addTrainCommand } from './train/cli_train';
 import { addDiagnoseCommand } from './diagnostics/cli_diagnose';
 import { addSampleCommand } from './train/cli_sample';
 import { benchChart } from './diagnostics/plots';
+import { writeOutput } from './util/files';
 
 const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { version: string };
 
@@ -114,8 +115,8 @@ program
       console.log(['device', 'precision', 'ms/step', 'tokens/s', 'x fp32', 'act MiB'].map((h) => h.padStart(10)).join(' '));
       for (const r of g.rows)
         console.log([r.device, r.precision, fmt(r.msPerStep, 1), fmt(r.tokensPerSecond, 0), fmt(r.ratioToOurFp32, 2), fmt(r.activationBytes === undefined ? undefined : r.activationBytes / 2 ** 20, 2)].map((x) => x.padStart(10)).join(' '));
-      const ref = (g.reference as { cpu?: { error?: string; torch?: string } } | undefined)?.cpu;
-      if (ref) console.log(`reference on cpu: ${ref.error ? `none (${ref.error})` : `PyTorch ${ref.torch ?? ''} (bench/gpt_torch_ref.py)`}`);
+      const ref = (g.reference as { cpu?: { error?: string; torch?: string; blas?: string } } | undefined)?.cpu;
+      if (ref) console.log(`reference on cpu: ${ref.error ? `none (${ref.error})` : `PyTorch ${ref.torch ?? ''} (bench/gpt_torch_ref.py), BLAS ${ref.blas ?? 'unknown'}`}`);
     }
     if (sections.includes('tape')) {
       const rows = await benchTape(devices);
@@ -126,16 +127,14 @@ program
         console.log([r.device, fmt(r.forwardNoGradUs, 1), fmt(r.forwardRecordedUs, 1), fmt(r.backwardUs, 1), fmt(r.recordUsPerOp, 2), fmt(r.jsNoGradUsPerOp, 2), fmt(r.jsRecordedUsPerOp, 2), fmt(r.jsBackwardUsPerOp, 2)].map((c) => c.padStart(10)).join(' '));
     }
     if (o.json) {
-      fs.mkdirSync(path.dirname(path.resolve(o.json)), { recursive: true });
-      fs.writeFileSync(o.json, JSON.stringify(result, null, 2) + '\n');
+      writeOutput(o.json, JSON.stringify(result, null, 2) + '\n');
       console.log(`wrote ${o.json}`);
     }
     const chartFile = o.chart ?? (o.json ? o.json.replace(/\.json$/i, '') + '.svg' : undefined);
     if (chartFile) {
       const svg = benchChart(result as Parameters<typeof benchChart>[0]);
       if (svg) {
-        fs.mkdirSync(path.dirname(path.resolve(chartFile)), { recursive: true });
-        fs.writeFileSync(chartFile, svg);
+        writeOutput(chartFile, svg);
         console.log(`wrote ${chartFile}`);
       } else console.log(`no fp32 / fp16 figures to chart (run the gemm or train section): ${chartFile} not written`);
     }

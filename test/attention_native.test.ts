@@ -18,6 +18,7 @@ import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import type { AttentionArgs, AttentionBackwardArgs, StorageHandle } from '../binding';
 import { native } from '../src/native';
+import { fastRandom } from './helpers/random';
 import {
   BF16, DType, Device, EPS32, F16, F32, TINY, U, alloc, bytesOf, codeOf, dc, describeEachBackend, expectClose,
   expectExact, makeRng, releaseAll, roundTo,
@@ -25,18 +26,10 @@ import {
 
 const rng = makeRng('attention_native.test');
 // Math's functions held locally: a global lookup inside jest's sandbox is slow in hot loops.
-const { abs, cos, exp, floor, fround, imul, log, max, min, sqrt } = Math;
+const { abs, cos, exp, floor, fround, log, max, min, sqrt } = Math;
 const TWO_PI = 2 * Math.PI;
-const fastRng = (() => {
-  let s = floor(rng() * 2 ** 32) >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = imul(t ^ (t >>> 15), t | 1);
-    t ^= t + imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-})();
+/** Bulk randomness: a local mulberry32 seeded from the logged test rng (so a run still replays). */
+const fastRng = fastRandom(rng);
 function normal(n: number, scale = 1): Float64Array {
   const a = new Float64Array(n);
   for (let i = 0; i < n; i++) {

@@ -151,3 +151,18 @@ describe('the GPT job', () => {
     expect(d.underflowFraction).toBeGreaterThan(0);
   });
 });
+
+test('outputs are checked before training: a new --save folder is created; an unwritable --plot fails at once with E_IO', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mixprec-cli-out-'));
+  const nested = path.join(dir, 'new', 'sub', 'x.mpk');
+  const t0 = Date.now();
+  const bad = run('train', '--epochs', '1', '--hidden', '8', '--batch-size', '1024', '--device', 'cpu', '--save', nested, '--plot', '/proc/mixprec-nope/x.svg');
+  expect(bad.status).toBe(1);
+  expect(bad.stderr).toMatch(/E_IO: cannot write \/proc\/mixprec-nope\/x.svg/);
+  expect(bad.stdout).not.toMatch(/epoch 1/); // failed before any training
+  expect(Date.now() - t0).toBeLessThan(60_000);
+  const ok = run('train', '--epochs', '1', '--hidden', '8', '--batch-size', '1024', '--device', 'cpu', '--save', nested);
+  expect(ok.status).toBe(0);
+  expect(fs.statSync(nested).isFile()).toBe(true);
+  fs.rmSync(dir, { recursive: true, force: true });
+});

@@ -13,6 +13,7 @@ import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import type { ActCode, StorageHandle } from '../binding';
 import { native } from '../src/native';
+import { fastRandom } from './helpers/random';
 import {
   BF16, BACKENDS, Buf, DType, DTYPES, Device, EPS32, F16, F32, NAN_BITS, TINY, U, alloc, bytesOf, codeOf, dc,
   describeEachBackend, expectClose, expectExact, inp, int32s, makeRng, out, read, readAll, readInt32, readSlots,
@@ -22,19 +23,10 @@ import { erf, gelu64 } from './helpers/reference';
 
 const rng = makeRng('nn_ops.test');
 // Math's functions held locally: a global lookup inside jest's sandbox is slow in hot loops.
-const { abs, cos, exp, floor, fround, imul, log, log2, max, min, sqrt } = Math;
+const { abs, cos, exp, floor, fround, log, log2, max, min, sqrt } = Math;
 const TWO_PI = 2 * Math.PI;
 /** Bulk randomness: a local mulberry32 seeded from the logged test rng (so a run still replays). */
-const fastRng = (() => {
-  let s = floor(rng() * 2 ** 32) >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = imul(t ^ (t >>> 15), t | 1);
-    t ^= t + imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-})();
+const fastRng = fastRandom(rng);
 
 afterEach(releaseAll);
 
@@ -588,6 +580,11 @@ describeEachBackend('softmaxCrossEntropy', (device) => {
       await runCase({ B, C, lt, dt, eps, lossScale });
       k++;
     }
+  });
+
+  test("GPT-sized vocabularies: C = 1025, 4096 and 50304 (GPT-2's padded vocabulary; the CUDA row kernels' block-per-row range), vs float64", async () => {
+    for (const [B, C, lt, dt] of [[3, 1025, F16, F16], [5, 4096, BF16, F32], [4, 50304, F16, F16], [2, 50304, F32, F32]] as [number, number, DType, DType][])
+      await runCase({ B, C, lt, dt, eps: 0.1, lossScale: 1024 });
   });
 
   test('large logits: the softmax is shifted by the row max (no overflow); evaluation without dlogits / correct', async () => {

@@ -5,22 +5,10 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { MixprecError } from '../src/errors';
+import { codeOf, errorOf } from './helpers/tensors';
 import { Rng } from '../src/rng';
 import { text, textVocabulary, TextVocabulary, TextDataset, sotuText, MIN_TEXT_CHARS } from '../src/data';
 
-function errorOf(f: () => unknown): MixprecError | undefined {
-  try {
-    f();
-  } catch (e) {
-    expect(e).toBeInstanceOf(MixprecError);
-    return e as MixprecError;
-  }
-  return undefined;
-}
-function codeOf(f: () => unknown): string {
-  return errorOf(f)?.code ?? 'no error';
-}
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'mixprec-text-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));

@@ -2,7 +2,8 @@
 // on each available backend, ratios to our fp32, the activation bytes a step keeps for its
 // backward, and — in the same run, where PyTorch imports — bench/gpt_torch_ref.py's fp32 and
 // autocast-bf16 tokens/s for the same model, batch and optimizer (PyTorch with its BLAS at its
-// best: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset in its command only).
+// best: see referenceEnv; Debian's python3-torch needs libopenblas0-pthread installed, else its
+// GEMMs run on the reference BLAS at a fraction of the speed — the line it prints names the BLAS).
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { autocast } from '../amp/autocast';
@@ -34,9 +35,14 @@ export function torchPython(): string | null {
   return null;
 }
 
-/** The environment for a reference's command: OpenBLAS left to pick its own kernel and cache sizes. */
+/**
+ * The environment for PyTorch's command, at its best: OpenBLAS left to pick its own kernel and
+ * cache sizes (these machines set OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, which halve it), and one
+ * OpenBLAS thread, since torch runs its own threads around each GEMM (measured here: 7.9k tokens/s
+ * with one OpenBLAS thread, 3.4k with two, oversubscribed).
+ */
 export function referenceEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
+  const env: NodeJS.ProcessEnv = { ...process.env, OPENBLAS_NUM_THREADS: '1' };
   delete env.OPENBLAS_CORETYPE;
   delete env.OPENBLAS_L2_SIZE;
   return env;

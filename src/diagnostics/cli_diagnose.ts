@@ -1,11 +1,9 @@
 // `mixprec diagnose`: the command line around diagnose(): a plain-text table (or one JSON line
 // with --json), the HTML report (--out) and the overall histogram as an SVG (--svg).
 import { Command, InvalidArgumentError, Option } from 'commander';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { loadMnist } from '../data';
-import { MixprecError } from '../errors';
 import { diagnoseGpt } from './diagnose_gpt';
+import { writeOutput } from '../util/files';
 import { AblationOptions, diagnose, DiagnoseResult, GroupReport, HistogramMap, OptimizerName } from './diagnose';
 import { Fp16Fractions, scaleExponent } from './histogram';
 import { formatPercent as pct, histogramChart } from './plots';
@@ -82,15 +80,6 @@ export function addDiagnoseCommand(program: Command): void {
     });
 }
 
-function writeFile(file: string, content: string): void {
-  try {
-    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-    fs.writeFileSync(file, content);
-  } catch (e) {
-    throw new MixprecError('E_IO', `cannot write ${file}: ${(e as Error).message}`);
-  }
-}
-
 export async function runDiagnose(f: DiagnoseFlags): Promise<number> {
   const log = (s: string) => (f.json ? process.stderr.write(s + '\n') : console.log(s));
   const ablation: AblationOptions | null = f.ablationSteps > 0
@@ -107,11 +96,11 @@ export async function runDiagnose(f: DiagnoseFlags): Promise<number> {
     optimizer: f.optimizer, lr: f.lr, currentScale: f.currentScale, ablation, log,
   });
   if (f.out) {
-    writeFile(f.out, reportHtml(result, histograms));
+    writeOutput(f.out, reportHtml(result, histograms));
     log(`wrote ${f.out}`);
   }
   if (f.svg) {
-    writeFile(f.svg, overallSvg(result, histograms));
+    writeOutput(f.svg, overallSvg(result, histograms));
     log(`wrote ${f.svg}`);
   }
   if (f.json) console.log(JSON.stringify({ ...result, ...(f.out ? { report: f.out } : {}), ...(f.svg ? { svg: f.svg } : {}) }));

@@ -103,11 +103,11 @@ export interface DiagnoseResult {
 /** The histograms themselves (for the pictures), by group name. */
 export type HistogramMap = Map<string, Log2Histogram>;
 
-export const OVERALL = 'all gradients';
-export const ALL_W = 'all weight gradients';
-export const ALL_A = 'all activation gradients';
+const OVERALL = 'all gradients';
+const ALL_W = 'all weight gradients';
+const ALL_A = 'all activation gradients';
 
-export function groupReport(name: string, kind: GroupReport['kind'], h: Log2Histogram, current: number, shape?: number[]): GroupReport {
+function groupReport(name: string, kind: GroupReport['kind'], h: Log2Histogram, current: number, shape?: number[]): GroupReport {
   const total = h.total;
   return {
     name, kind, ...(shape ? { shape } : {}), values: total, zeroFraction: total ? h.zero / total : 0, inf: h.inf, nan: h.nan,
@@ -171,40 +171,50 @@ export async function diagnose(o: DiagnoseOptions): Promise<{ result: DiagnoseRe
   } finally {
     trainer.dispose();
   }
+  const report = gradientReport(
+    specs.map((s) => ({ name: s.name, shape: [...s.shape], hist: wHist.get(s.name)! })),
+    model.layers.map((_, i) => ({ name: `layer ${i} output`, shape: aShape[i], hist: aHist[i] })), current);
+
+  let ablation: DiagnoseResult['ablation'] = null;
+  if (o.ablation && o.ablation.steps > 0) ablation = { options: o.ablation, runs: await ablations(o, o.ablation, log) };
+
+  const result = diagnoseResult(report, {
+    dataset: o.datasetName ?? 'data', model: widths, parameters: specs.reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0),
+    steps: step, batchSize: o.batchSize, optimizer, lr, seed: o.seed, device, currentLossScale: current,
+    ablation, seconds: Number(process.hrtime.bigint() - t0) / 1e9,
+  });
+  const histograms = report.histograms;
+  return { result, histograms };
+}
+
+/** The groups (each weight, each activation, the totals) and their histograms, from what a run counted. */
+export function gradientReport(weights: readonly { name: string; shape?: number[]; hist: Log2Histogram }[], activations: readonly { name: string; shape?: number[]; hist: Log2Histogram }[], current: number): { groups: GroupReport[]; histograms: HistogramMap; overall: GroupReport } {
   const histograms: HistogramMap = new Map();
   const groups: GroupReport[] = [];
-  for (const s of specs) {
-    histograms.set(s.name, wHist.get(s.name)!);
-    groups.push(groupReport(s.name, 'weight', wHist.get(s.name)!, current, [...s.shape]));
-  }
-  model.layers.forEach((_, i) => {
-    const name = `layer ${i} output`;
-    histograms.set(name, aHist[i]);
-    groups.push(groupReport(name, 'activation', aHist[i], current, aShape[i]));
-  });
-  const allW = Log2Histogram.merged([...wHist.values()]);
-  const allA = Log2Histogram.merged(aHist);
+  for (const [kind, list] of [['weight', weights], ['activation', activations]] as const)
+    for (const g of list) {
+      histograms.set(g.name, g.hist);
+      groups.push(groupReport(g.name, kind, g.hist, current, g.shape));
+    }
+  const allW = Log2Histogram.merged(weights.map((g) => g.hist)), allA = Log2Histogram.merged(activations.map((g) => g.hist));
   const all = Log2Histogram.merged([allW, allA]);
   histograms.set(ALL_W, allW).set(ALL_A, allA).set(OVERALL, all);
   groups.push(groupReport(ALL_W, 'all', allW, current), groupReport(ALL_A, 'all', allA, current));
   const overall = groupReport(OVERALL, 'all', all, current);
   groups.push(overall);
+  return { groups, histograms, overall };
+}
 
-  let ablation: DiagnoseResult['ablation'] = null;
-  if (o.ablation && o.ablation.steps > 0) ablation = { options: o.ablation, runs: await ablations(o, o.ablation, log) };
-
-  const result: DiagnoseResult = {
-    event: 'diagnose', dataset: o.datasetName ?? 'data', model: widths, parameters: specs.reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0),
-    steps: step, batchSize: o.batchSize, optimizer, lr, seed: o.seed, device, currentLossScale: current,
-    underflowFraction: overall.unscaled.underflow, subnormalFraction: overall.unscaled.subnormal, overflowFraction: overall.unscaled.overflow,
-    zeroFraction: overall.zeroFraction,
-    suggestedLossScale: overall.suggested.scale,
-    ...(overall.suggested.reason ? { suggestedLossScaleReason: overall.suggested.reason } : {}),
-    maxSafeLossScale: overall.suggested.maxSafeScale,
-    atCurrentScale: overall.current, atSuggestedScale: overall.suggested.at,
-    groups, ablation, seconds: Number(process.hrtime.bigint() - t0) / 1e9,
+/** The result object: the run's description plus the overall figures of its report. */
+export function diagnoseResult(r: { groups: GroupReport[]; overall: GroupReport }, meta: Omit<DiagnoseResult, 'event' | 'underflowFraction' | 'subnormalFraction' | 'overflowFraction' | 'zeroFraction' | 'suggestedLossScale' | 'suggestedLossScaleReason' | 'maxSafeLossScale' | 'atCurrentScale' | 'atSuggestedScale' | 'groups'>): DiagnoseResult {
+  const o = r.overall;
+  return {
+    event: 'diagnose', ...meta,
+    underflowFraction: o.unscaled.underflow, subnormalFraction: o.unscaled.subnormal, overflowFraction: o.unscaled.overflow,
+    zeroFraction: o.zeroFraction, suggestedLossScale: o.suggested.scale,
+    ...(o.suggested.reason ? { suggestedLossScaleReason: o.suggested.reason } : {}),
+    maxSafeLossScale: o.suggested.maxSafeScale, atCurrentScale: o.current, atSuggestedScale: o.suggested.at, groups: r.groups,
   };
-  return { result, histograms };
 }
 
 export const ABLATION_CONFIGS: readonly { name: AblationRun['name']; label: string; opts: Pick<TrainerOptions, 'precision' | 'lossScale' | 'masterWeights'> }[] = [

@@ -12,7 +12,7 @@ import { tensor, Tensor } from '../tensor';
 import { Trainer } from '../train/trainer';
 import { trainBatch, validationLoss } from '../train/cli_gpt';
 import {
-  ABLATION_CONFIGS, ALL_A, ALL_W, AblationOptions, AblationRun, checkPositiveInt, DiagnoseResult, GroupReport, groupReport, HistogramMap, OptimizerName, OVERALL,
+  ABLATION_CONFIGS, AblationOptions, AblationRun, checkPositiveInt, DiagnoseResult, diagnoseResult, gradientReport, HistogramMap, OptimizerName,
 } from './diagnose';
 import { Log2Histogram } from './histogram';
 
@@ -79,34 +79,18 @@ export async function diagnoseGpt(o: GptDiagnoseOptions): Promise<{ result: Diag
   } finally {
     trainer.dispose();
   }
-  const histograms: HistogramMap = new Map();
-  const groups: GroupReport[] = [];
-  for (const s of specs) {
-    histograms.set(s.name, wHist.get(s.name)!);
-    groups.push(groupReport(s.name, 'weight', wHist.get(s.name)!, current, [...s.shape]));
-  }
-  for (const [n, h] of aHist) {
-    histograms.set(n, h);
-    groups.push(groupReport(n, 'activation', h, current, aShape.get(n)));
-  }
-  const allW = Log2Histogram.merged([...wHist.values()]), allA = Log2Histogram.merged([...aHist.values()]);
-  const all = Log2Histogram.merged([allW, allA]);
-  histograms.set(ALL_W, allW).set(ALL_A, allA).set(OVERALL, all);
-  groups.push(groupReport(ALL_W, 'all', allW, current), groupReport(ALL_A, 'all', allA, current));
-  const overall = groupReport(OVERALL, 'all', all, current);
-  groups.push(overall);
+  const report = gradientReport(
+    specs.map((s) => ({ name: s.name, shape: [...s.shape], hist: wHist.get(s.name)! })),
+    [...aHist].map(([n, hist]) => ({ name: n, shape: aShape.get(n), hist })), current);
   let ablation: DiagnoseResult['ablation'] = null;
   if (o.ablation && o.ablation.steps > 0) ablation = { options: o.ablation, runs: await gptAblations(o, cfg, data, o.ablation, log) };
-  const result: DiagnoseResult = {
-    event: 'diagnose', dataset: data.source === 'sotu' ? 'State of the Union' : data.source, model: [cfg.nLayer, cfg.nHead, cfg.nEmbd, T], modelName: name,
+  const result = diagnoseResult(report, {
+    dataset: data.source === 'sotu' ? 'State of the Union' : data.source, model: [cfg.nLayer, cfg.nHead, cfg.nEmbd, T], modelName: name,
     parameters: specs.reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0),
-    steps: o.steps, batchSize: B, optimizer, lr, seed: o.seed, device, currentLossScale: current,
-    underflowFraction: overall.unscaled.underflow, subnormalFraction: overall.unscaled.subnormal, overflowFraction: overall.unscaled.overflow,
-    zeroFraction: overall.zeroFraction, suggestedLossScale: overall.suggested.scale,
-    ...(overall.suggested.reason ? { suggestedLossScaleReason: overall.suggested.reason } : {}),
-    maxSafeLossScale: overall.suggested.maxSafeScale, atCurrentScale: overall.current, atSuggestedScale: overall.suggested.at,
-    groups, ablation, seconds: Number(process.hrtime.bigint() - t0) / 1e9,
-  };
+    steps: o.steps, batchSize: B, optimizer, lr, seed: o.seed, device, currentLossScale: current, ablation,
+    seconds: Number(process.hrtime.bigint() - t0) / 1e9,
+  });
+  const histograms = report.histograms;
   return { result, histograms };
 }
 

@@ -5,7 +5,6 @@
 // resumed run sees exactly the batches an uninterrupted one would.
 import { InvalidArgumentError } from 'commander';
 import { SingleBar, Presets } from 'cli-progress';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { backends } from '../backends';
 import { text, TextDataset } from '../data/text';
@@ -16,6 +15,7 @@ import { hash32, Rng } from '../rng';
 import { tensor } from '../tensor';
 import { StepRecord, trainingCurves } from '../diagnostics/plots';
 import { Trainer } from './trainer';
+import { checkWritable, writeOutput } from '../util/files';
 
 export interface GptFlags {
   precision: Precision; batchSize: number; lr: number; seed: number; lossScale?: string; maxGradNorm: number;
@@ -139,7 +139,7 @@ export async function trainGpt(f: GptFlags, explicit: (flag: string) => boolean)
     process.off('SIGINT', onSigint);
   }
   if (f.plot) {
-    fs.writeFileSync(f.plot, trainingCurves(records, `GPT ${trainer.precision}${trainer.scaler.enabled ? ', dynamic loss scale' : ''}`));
+    writeOutput(f.plot, trainingCurves(records, `GPT ${trainer.precision}${trainer.scaler.enabled ? ', dynamic loss scale' : ''}`));
     say(`wrote ${f.plot}`);
   }
   if (f.save) say(`saved ${f.save}`);
@@ -163,16 +163,4 @@ function curve(records: readonly StepRecord[], w: number): [number, number][] {
     if (win.length) out.push([records[Math.min(i + w, records.length) - 1].step, win.reduce((a, r) => a + r.loss, 0) / win.length]);
   }
   return out;
-}
-
-/** The folder exists (created as needed) and a file there can be written; E_IO otherwise. */
-export function checkWritable(file: string): void {
-  try {
-    const dir = path.dirname(path.resolve(file));
-    fs.mkdirSync(dir, { recursive: true });
-    fs.accessSync(dir, fs.constants.W_OK);
-    if (fs.existsSync(file) && !fs.statSync(file).isFile()) throw new Error('not a regular file');
-  } catch (e) {
-    throw new MixprecError('E_IO', `cannot write ${file}: ${(e as Error).message}`);
-  }
 }

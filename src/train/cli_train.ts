@@ -9,9 +9,8 @@ import { layers, sequential, Layer, Linear } from '../nn';
 import type { Precision } from '../amp/store';
 import { Trainer, EpochInfo } from './trainer';
 import { StepRecord, trainingCurves } from '../diagnostics/plots';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { GptFlags, trainGpt } from './cli_gpt';
+import { checkWritable, writeOutput } from '../util/files';
 
 export interface TrainFlags {
   dataset: string; precision: Precision; epochs: number; batchSize: number; lr: number; optimizer: 'sgd' | 'adam' | 'adamw';
@@ -107,6 +106,8 @@ export async function train(f: TrainFlags, explicit: (flag: string) => boolean):
   const out = (o: object) => f.json && console.log(JSON.stringify(o));
   const say = (s: string) => !f.json && console.log(s);
   const t0 = process.hrtime.bigint();
+  // Outputs are checked before the run is spent on them (a missing folder is created, as --plot's).
+  for (const file of [f.save, f.plot]) if (file) checkWritable(file);
   const data = loadMnist();
   let trainer: Trainer;
   if (f.resume) {
@@ -177,19 +178,15 @@ export async function train(f: TrainFlags, explicit: (flag: string) => boolean):
     process.off('SIGINT', onSigint);
   }
   const trainSeconds = Number(process.hrtime.bigint() - tTrain) / 1e9;
-  if (f.plot) {
-    const what = `MNIST ${trainer.precision}${trainer.options.masterWeights ? '' : ', no master weights'}${trainer.scaler.enabled ? `, loss scale ${trainer.scaler.dynamic ? 'dynamic' : `static ${trainer.scaler.scale}`}` : ''}`;
-    try {
-      fs.mkdirSync(path.dirname(path.resolve(f.plot)), { recursive: true });
-      fs.writeFileSync(f.plot, trainingCurves(records, what));
-    } catch (e) {
-      throw new MixprecError('E_IO', `cannot write ${f.plot}: ${(e as Error).message}`);
-    }
-    say(`wrote ${f.plot}`);
-  }
+  // The checkpoint first: a failing plot must not lose the run.
   if (f.save) {
     await trainer.save(f.save);
     say(`saved ${f.save}`);
+  }
+  if (f.plot) {
+    const what = `MNIST ${trainer.precision}${trainer.options.masterWeights ? '' : ', no master weights'}${trainer.scaler.enabled ? `, loss scale ${trainer.scaler.dynamic ? 'dynamic' : `static ${trainer.scaler.scale}`}` : ''}`;
+    writeOutput(f.plot, trainingCurves(records, what));
+    say(`wrote ${f.plot}`);
   }
   const ev = await trainer.evaluate(data.test);
   const wallSeconds = Number(process.hrtime.bigint() - t0) / 1e9;

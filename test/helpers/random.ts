@@ -26,3 +26,16 @@ export function uniform(rng: () => number, n: number, scale = 1): Float32Array {
   for (let i = 0; i < n; i++) a[i] = (rng() * 2 - 1) * scale;
   return a;
 }
+
+/** Bulk randomness for hot loops: a local mulberry32 (inlined, no sandboxed global lookups) seeded from `rng`, so a run still replays. */
+export function fastRandom(rng: () => number): () => number {
+  let s = Math.floor(rng() * 2 ** 32) >>> 0;
+  const imul = Math.imul;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = imul(t ^ (t >>> 15), t | 1);
+    t ^= t + imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
