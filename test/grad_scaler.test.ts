@@ -75,6 +75,8 @@ test('random configurations and overflow sequences match the reference rule step
       maxScale: rng() < 0.5 ? Infinity : 2 ** 30,
     };
     if (o.minScale > o.maxScale) o.minScale = 0;
+    if (o.initScale < o.minScale) o.initScale = o.minScale * (1 + rng()); // initScale must lie in [minScale, maxScale]
+    if (o.initScale > o.maxScale) o.initScale = o.maxScale;
     const s = new GradScaler(o);
     const ref = new RefScaler(o);
     for (let i = 0; i < 200; i++) {
@@ -85,6 +87,31 @@ test('random configurations and overflow sequences match the reference rule step
         throw new Error(`trial ${trial} step ${i} (${JSON.stringify(o)}): scale ${s.scale} vs ${ref.scale}, tracker ${s.growthTracker} vs ${ref.tracker}, hyst ${s.hysteresisLeft} vs ${ref.hyst}`);
     }
   }
+});
+
+test('a NaN storm: the scale stops at its floor 2^-126 (never 0), counted in minScaleHits, and the state stays loadable', () => {
+  const s = new GradScaler(); // default options: no minScale
+  for (let i = 0; i < 400; i++) s.update(true); // 2^16 halves to 2^-126 after 142 overflows
+  expect(s.scale).toBe(2 ** -126);
+  expect(s.counters.minScaleHits).toBe(400 - 142);
+  const again = new GradScaler();
+  again.loadStateDict(JSON.parse(JSON.stringify(s.stateDict())));
+  expect(again.scale).toBe(2 ** -126);
+  for (let i = 0; i < 2; i++) again.update(false);
+  expect(again.scale).toBe(2 ** -126); // growth resumes after growthInterval clean steps, as before
+  // A minScale above the floor is the floor.
+  const m = new GradScaler({ minScale: 1, backoffFactor: 0.125 });
+  for (let i = 0; i < 40; i++) m.update(true);
+  expect(m.scale).toBe(1);
+});
+
+test('options are checked as the float32 the state holds: initScale 1e-46 (0 in FP32) or outside [minScale, maxScale] is E_ARG', () => {
+  for (const o of [{ initScale: 1e-46 }, { initScale: 1e39 }, { initScale: 2 ** -127 }, { initScale: 0.5, minScale: 1 }, { initScale: 4096, maxScale: 1024 }])
+    expect(codeOf(() => new GradScaler(o))).toBe('E_ARG');
+  expect(codeOf(() => GradScaler.static(1e-46))).toBe('E_ARG');
+  expect(new GradScaler({ initScale: 2 ** -126 }).scale).toBe(2 ** -126);
+  const bad = new GradScaler().stateDict();
+  expect(codeOf(() => new GradScaler().loadStateDict({ ...bad, scale: 0 }))).toBe('E_STATE');
 });
 
 test('static scaling never changes the scale; a disabled scaler is scale 1', () => {

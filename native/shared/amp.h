@@ -64,6 +64,12 @@ MP_HD float inv_scale(float scale) { return (float)(1.0 / (double)scale); }
 
 MP_HD bool is_finite_f32(float x) { return (f32_bits(x) & 0x7f800000u) != 0x7f800000u; }
 
+// The smallest loss scale the rule produces (2^-126, FP32's smallest normal): its reciprocal, the
+// unscale factor, is still finite. PyTorch lets the scale reach 0 (every later step is skipped and
+// its state cannot be reloaded here); DeepSpeed floors it at 1. This floor keeps every state
+// loadable without changing any run that never gets near it; minScale raises it.
+constexpr double kMinLossScale = 1.1754943508222875e-38;
+
 // The loss-scale update rule: PyTorch's GradScaler, plus Megatron's hysteresis, min and max.
 MP_HD void scaler_update(AmpState& s, const ScalerConfig& c) {
   if (!c.enabled || !c.dynamic) return;
@@ -71,8 +77,12 @@ MP_HD void scaler_update(AmpState& s, const ScalerConfig& c) {
     s.growthTracker = 0;
     s.hysteresisLeft -= 1;
     if (s.hysteresisLeft <= 0) {
+      // The floor: minScale, and never below 2^-126 (the smallest normal FP32) whatever minScale
+      // says: below it 1 / scale overflows FP32 and the scale would fall to 0, a state no
+      // checkpoint can hold. Reaching it is counted (minScaleHits), never fatal.
+      const double floor = c.minScale > kMinLossScale ? c.minScale : kMinLossScale;
       float next = (float)((double)s.scale * c.backoffFactor);
-      if ((double)next < c.minScale) { next = (float)c.minScale; s.minScaleHits += 1; }  // reported, never fatal
+      if ((double)next < floor) { next = (float)floor; s.minScaleHits += 1; }
       s.scale = next;
       s.backoffs += 1;
     }

@@ -20,7 +20,7 @@ export interface GradScalerOptions {
   backoffFactor?: number;  // 0.5
   growthInterval?: number; // 2000
   hysteresis?: number;     // 1 (PyTorch's behaviour): overflows tolerated before a backoff
-  minScale?: number;       // 0: none. Reaching it is counted in minScaleHits, never an error.
+  minScale?: number;       // 0: none (the rule's own floor, 2^-126, still holds). Reaching it is counted in minScaleHits, never an error.
   maxScale?: number;       // Infinity: none
 }
 
@@ -58,7 +58,9 @@ function checkOptions(o: GradScalerOptions, code: 'E_ARG' | 'E_STATE' = 'E_ARG')
   const bad = (msg: string) => new MixprecError(code, `GradScaler: ${msg}`);
   if (typeof r.enabled !== 'boolean' || typeof r.dynamic !== 'boolean') throw bad('enabled and dynamic must be booleans');
   const isNum = (x: unknown) => typeof x === 'number' && !Number.isNaN(x);
-  if (!isNum(r.initScale) || !(r.initScale > 0) || !Number.isFinite(Math.fround(r.initScale))) throw bad('initScale must be a positive finite (float32) number');
+  // Checked as the float32 the state stores: 1e-46 is 0 there, 1e39 is inf.
+  if (!isNum(r.initScale) || !(Math.fround(r.initScale) >= MIN_LOSS_SCALE) || !Number.isFinite(Math.fround(r.initScale)))
+    throw bad(`initScale must be a finite float32 >= 2^-126 (got ${String(r.initScale)})`);
   if (!isNum(r.growthFactor) || !(r.growthFactor > 1) || !Number.isFinite(r.growthFactor)) throw bad('growthFactor must be > 1');
   if (!isNum(r.backoffFactor) || !(r.backoffFactor > 0 && r.backoffFactor < 1)) throw bad('backoffFactor must be in (0, 1)');
   if (!Number.isSafeInteger(r.growthInterval) || r.growthInterval <= 0 || r.growthInterval > 2 ** 31 - 1) throw bad('growthInterval must be a positive integer');
@@ -66,8 +68,13 @@ function checkOptions(o: GradScalerOptions, code: 'E_ARG' | 'E_STATE' = 'E_ARG')
   if (!isNum(r.minScale) || r.minScale < 0 || !Number.isFinite(r.minScale)) throw bad('minScale must be a finite number >= 0');
   if (!isNum(r.maxScale) || !(r.maxScale > 0)) throw bad('maxScale must be > 0 (Infinity: none)');
   if (r.minScale > r.maxScale) throw bad('minScale must not exceed maxScale');
+  if (r.dynamic && (Math.fround(r.initScale) < r.minScale || Math.fround(r.initScale) > r.maxScale))
+    throw bad(`initScale ${r.initScale} must lie in [minScale ${r.minScale}, maxScale ${r.maxScale}]`);
   return r;
 }
+
+/** The smallest scale the update rule produces (native/shared/amp.h kMinLossScale, 2^-126): its reciprocal is finite in FP32. */
+export const MIN_LOSS_SCALE = 2 ** -126;
 
 type Stage = 'unscaled' | 'stepped';
 
@@ -210,7 +217,7 @@ export class GradScaler {
       if (!Number.isSafeInteger(x) || (x as number) < min || (x as number) > 2 ** 31 - 1) throw new MixprecError('E_STATE', `GradScaler state: ${what} must be an integer >= ${min}`);
       return x as number;
     };
-    if (typeof d.scale !== 'number' || !(d.scale > 0) || !Number.isFinite(Math.fround(d.scale))) throw new MixprecError('E_STATE', 'GradScaler state: scale must be a positive finite number');
+    if (typeof d.scale !== 'number' || !(Math.fround(d.scale) >= MIN_LOSS_SCALE) || !Number.isFinite(Math.fround(d.scale))) throw new MixprecError('E_STATE', 'GradScaler state: scale must be a finite float32 >= 2^-126');
     const c = d.counters;
     if (typeof c !== 'object' || c === null) throw new MixprecError('E_STATE', 'GradScaler state: counters missing');
     const values = {

@@ -65,7 +65,8 @@ export class RefScaler {
     if (foundInf) {
       this.tracker = 0;
       this.hyst -= 1;
-      if (this.hyst <= 0) this.scale = Math.max(Math.fround(this.scale * o.backoffFactor), Math.fround(o.minScale));
+      // The floor: minScale, and never below 2^-126 (FP32's smallest normal: 1 / scale stays finite).
+      if (this.hyst <= 0) this.scale = Math.max(Math.fround(this.scale * o.backoffFactor), Math.fround(Math.max(o.minScale, 2 ** -126)));
       return;
     }
     this.tracker += 1;
