@@ -21,7 +21,7 @@ export type { MatmulOptions, Activation } from './ops';
 export { layers, sequential, Sequential, Module, Parameter, parameter } from './nn';
 export type { Layer, LayerConfig, ModelConfig, NamedParameter } from './nn';
 export { Trainer } from './train/trainer';
-export type { TrainerOptions, StepInfo, EpochInfo, FitOptions, LossKind, LossFn } from './train/trainer';
+export type { TrainerOptions, StepInfo, EpochInfo, FitOptions, LossKind, LossFn, TrainerWarningCode } from './train/trainer';
 export type { LrSchedule } from './train/schedule';
 export * as data from './data';
 export * as models from './models';

@@ -173,6 +173,6 @@ test('a version-1 checkpoint (written by the layer-based build) loads and contin
   const t = await mixprec.Trainer.load(path.join(__dirname, 'fixtures', 'trainer-v1.mpk'), { device: 'cpu' });
   const x = mixprec.tensor(Float32Array.from({ length: 24 }, (_, i) => Math.sin(i)), [4, 6], { device: 'cpu' });
   const s = await t.step(x, Int32Array.from([0, 1, 2, 1]));
-  expect(s).toEqual({ loss: 1.2290236949920654, skipped: false, scale: 65536, gradNorm: 0.567597508430481, lr: 0.001 });
+  expect(s).toEqual({ loss: 1.2290236949920654, skipped: false, scale: 65536, gradNorm: 0.567597508430481, lr: 0.001, consecutiveSkipped: 0 });
   t.dispose();
 });

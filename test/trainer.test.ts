@@ -173,3 +173,35 @@ test('typed errors for bad batches and options', async () => {
   expect(await codeOf(() => new mixprec.Trainer(t.model))).toBe('E_STATE'); // a model belongs to one trainer
   t.dispose();
 });
+
+test('a NaN storm is reported: a non-finite FP32 loss, runs of skipped steps and the scale floor are MixprecWarnings; an epoch of only skipped steps has loss NaN', async () => {
+  const warnings: { code?: string; message: string }[] = [];
+  {
+    const model = mixprec.sequential([mixprec.layers.linear(784, 16, { activation: 'relu' }), mixprec.layers.linear(16, 10)], { seed: 1 });
+    const t = new mixprec.Trainer(model, {
+      precision: 'fp16', device: 'cpu', lossScale: { backoffFactor: 0.5, minScale: 2 ** 10 },
+      onWarning: (code, message) => warnings.push({ code, message }),
+    });
+    // A NaN weight: the FP32 forward's loss is NaN, every step is skipped.
+    const first = t.model.parameters()[0];
+    t.store.loadParameters([{ name: first.name, data: first.data.map((v, i) => (i === 3 ? NaN : v)) }]);
+    const small = subset(train, 256);
+    const hist = await t.fit(small, { epochs: 1, batchSize: 16 }); // 16 steps
+    expect(hist[0].skippedSteps).toBe(16);
+    expect(hist[0].loss).toBeNaN(); // not 0: nothing was averaged
+    const codes = warnings.map((w) => w.code);
+    expect(codes.filter((c) => c === 'MIXPREC_NONFINITE_LOSS')).toHaveLength(1);
+    expect(warnings.find((w) => w.code === 'MIXPREC_NONFINITE_LOSS')!.message).toMatch(/data or model bug/);
+    expect(codes.filter((c) => c === 'MIXPREC_SKIPPED_STEPS')).toHaveLength(1); // at 10 in a row
+    expect(codes).toContain('MIXPREC_MIN_SCALE'); // 2^16 halves to the floor 2^10 after 6 overflows
+    expect(t.scaler.scale).toBe(2 ** 10);
+    const x = mixprec.tensor(small.x.subarray(0, 784 * 4), [4, 784], { dtype: 'float16', device: 'cpu' });
+    const s = await t.step(x, (small.y as Int32Array).subarray(0, 4));
+    expect(s).toMatchObject({ skipped: true, consecutiveSkipped: 17 });
+    // Counted at every occurrence (the warnings are rate-limited): 17 NaN losses, 8 steps at 10+ in
+    // a row, and 11 overflows at the floor (steps 7..17: 2^16 reaches 2^10 at step 6).
+    expect(t.warningCounts).toEqual({ MIXPREC_NONFINITE_LOSS: 17, MIXPREC_SKIPPED_STEPS: 8, MIXPREC_MIN_SCALE: 11 });
+    x.dispose();
+    t.dispose();
+  }
+});

@@ -53,9 +53,23 @@ export interface TrainerOptions {
    * Default true. Only meaningful for fp16 / bf16.
    */
   masterWeights?: boolean;
+  /** Receives the Trainer's warnings (TrainerWarningCode); default: process.emitWarning with type 'MixprecWarning'. */
+  onWarning?: (code: TrainerWarningCode, message: string) => void;
 }
 
-export interface StepInfo { loss: number; skipped: boolean; scale: number; gradNorm: number; lr: number }
+export interface StepInfo {
+  loss: number; skipped: boolean; scale: number; gradNorm: number; lr: number;
+  /** Skipped steps in a row up to this one (0 after an applied step). */
+  consecutiveSkipped: number;
+}
+
+/**
+ * What the Trainer warns about (process.emitWarning, type 'MixprecWarning', with this code; see
+ * process.on('warning')): a non-finite loss (the FP32 forward itself produced inf / NaN — a data
+ * or model bug, not an FP16 overflow, and loss scaling cannot fix it), a run of skipped steps (10,
+ * 100, 1000, ... in a row: the updates have stopped), and the loss scale reaching its floor.
+ */
+export type TrainerWarningCode = 'MIXPREC_NONFINITE_LOSS' | 'MIXPREC_SKIPPED_STEPS' | 'MIXPREC_MIN_SCALE';
 export interface EpochInfo { epoch: number; loss: number; steps: number; skippedSteps: number; scale: number; minScale: number; seconds: number; samplesPerSecond: number }
 export interface FitOptions {
   epochs: number;
@@ -101,7 +115,7 @@ function makeScaler(lossScale: TrainerOptions['lossScale'], precision: Precision
   throw new MixprecError('E_ARG', "lossScale must be 'dynamic', 'none', a number or GradScaler options");
 }
 
-const TRAINER_KEYS = ['optimizer', 'loss', 'labelSmoothing', 'precision', 'lossScale', 'maxGradNorm', 'gradAccumulation', 'lrSchedule', 'device', 'seed', 'masterWeights'];
+const TRAINER_KEYS = ['optimizer', 'loss', 'labelSmoothing', 'precision', 'lossScale', 'maxGradNorm', 'gradAccumulation', 'lrSchedule', 'device', 'seed', 'masterWeights', 'onWarning'];
 
 export class Trainer<M extends Module = Sequential> {
   readonly model: M;
@@ -111,7 +125,7 @@ export class Trainer<M extends Module = Sequential> {
   readonly precision: Precision;
   /** The loss kind, or 'custom' for a loss function. */
   readonly loss: LossKind | 'custom';
-  readonly options: Readonly<Required<Omit<TrainerOptions, 'optimizer' | 'lossScale' | 'device' | 'loss'>>> & { device: Device; loss: LossKind | 'custom' };
+  readonly options: Readonly<Required<Omit<TrainerOptions, 'optimizer' | 'lossScale' | 'device' | 'loss' | 'onWarning'>>> & { device: Device; loss: LossKind | 'custom' };
   #lossFn: LossFn | null;
   #baseLr: number;
   #iteration = 0;
@@ -122,6 +136,12 @@ export class Trainer<M extends Module = Sequential> {
   /** Where the loss kernels write { loss, correct } per micro-batch: after the store's AmpState. */
   #metrics: { tensor: Tensor; offset: number; owned: boolean };
   #input: Tensor | null = null;
+  #consecutiveSkipped = 0;
+  #warned = new Set<TrainerWarningCode>();
+  /** How often each warning's condition occurred (every step counted; the warnings themselves are rate-limited). */
+  readonly warningCounts: Record<TrainerWarningCode, number> = { MIXPREC_NONFINITE_LOSS: 0, MIXPREC_SKIPPED_STEPS: 0, MIXPREC_MIN_SCALE: 0 };
+  #onWarning: (code: TrainerWarningCode, message: string) => void;
+  #minScaleHits = 0;
   /** JSON saved with the checkpoint (e.g. a text model's vocabulary): save(path, { metadata }) sets it, Trainer.load restores it. */
   metadata: Record<string, unknown> | null = null;
 
@@ -145,6 +165,8 @@ export class Trainer<M extends Module = Sequential> {
     const lrSchedule = checkSchedule(opts.lrSchedule);
     const masterWeights = opts.masterWeights ?? true;
     if (typeof masterWeights !== 'boolean') throw new MixprecError('E_ARG', 'masterWeights must be a boolean');
+    if (opts.onWarning !== undefined && typeof opts.onWarning !== 'function') throw new MixprecError('E_ARG', 'onWarning must be a function (code, message) => void');
+    this.#onWarning = opts.onWarning ?? ((code, message) => process.emitWarning(message, { type: 'MixprecWarning', code }));
     const optimizer = makeOptimizer(opts.optimizer);
     const scaler = makeScaler(opts.lossScale, precision);
     this.store = model.bind(precision, opts.device ?? 'auto');
@@ -199,7 +221,25 @@ export class Trainer<M extends Module = Sequential> {
     if (!this.options.masterWeights && w) copyInto(this.store.master, w); // ablation: the master is only ever the rounded weight
     this.#iteration += 1;
     const loss = this.#readLoss(B, N, shared ? r.extra : undefined).loss;
-    return { loss, skipped: r.skipped, scale: r.scale, gradNorm: r.gradNorm, lr };
+    this.#consecutiveSkipped = r.skipped ? this.#consecutiveSkipped + 1 : 0;
+    this.#warnAbout(loss, r.skipped);
+    return { loss, skipped: r.skipped, scale: r.scale, gradNorm: r.gradNorm, lr, consecutiveSkipped: this.#consecutiveSkipped };
+  }
+
+  /** The step's warnings: each code once per Trainer, the skipped-step run again at each power of ten. */
+  #warnAbout(loss: number, skipped: boolean): void {
+    const warn = (code: TrainerWarningCode, msg: string, emit: boolean) => {
+      this.warningCounts[code] += 1;
+      if (emit) this.#onWarning(code, msg);
+    };
+    const n = this.#consecutiveSkipped, first = (code: TrainerWarningCode) => !this.#warned.has(code) && this.#warned.add(code) !== null;
+    if (!Number.isFinite(loss))
+      warn('MIXPREC_NONFINITE_LOSS', `step ${this.#iteration}: the loss itself is ${loss} in the FP32 forward, before any loss scaling — a data or model bug (inputs, labels, learning rate), not an FP16 overflow; the step was skipped`, first('MIXPREC_NONFINITE_LOSS'));
+    if (skipped && n >= 10)
+      warn('MIXPREC_SKIPPED_STEPS', `${n} steps in a row were skipped (inf/NaN gradients); the loss scale is ${this.scaler.scale}${Number.isFinite(loss) ? '' : ' and the loss itself is not finite'}: the weights are not changing`, Number.isInteger(Math.log10(n)));
+    if (this.scaler.counters.minScaleHits > this.#minScaleHits)
+      warn('MIXPREC_MIN_SCALE', `the loss scale reached its floor ${this.scaler.scale} after repeated overflows: gradients this small flush to zero in FP16, so updates are lost`, first('MIXPREC_MIN_SCALE'));
+    this.#minScaleHits = this.scaler.counters.minScaleHits;
   }
 
   #forwardBackward(x: Tensor, y: Int32Array | Tensor, observe?: (layer: number, grad: Tensor) => void): { B: number; N: number } {
@@ -332,7 +372,8 @@ export class Trainer<M extends Module = Sequential> {
       if (this.#batchInEpoch < nBatches) break; // stopped mid-epoch: the epoch is not complete
       const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
       const info: EpochInfo = {
-        epoch: this.#epoch + 1, loss: lossSum / Math.max(1, steps - skipped), steps, skippedSteps: skipped,
+        // NaN (null in JSON) when every step was skipped: there is no loss to average.
+        epoch: this.#epoch + 1, loss: steps > skipped ? lossSum / (steps - skipped) : NaN, steps, skippedSteps: skipped,
         scale: this.scaler.scale, minScale, seconds, samplesPerSecond: samples / seconds,
       };
       this.#epoch += 1;
@@ -457,6 +498,7 @@ export class Trainer<M extends Module = Sequential> {
     this.#batchInEpoch = h.batchInEpoch;
     this.#batchSize = Number.isSafeInteger(h.batchSize) && h.batchSize > 0 ? h.batchSize : null;
     this.metadata = typeof h.metadata === 'object' && h.metadata !== null && !Array.isArray(h.metadata) ? h.metadata : null;
+    this.#minScaleHits = this.scaler.counters.minScaleHits; // warn about new floor hits, not the saved ones
   }
 
   #inFeatures(): number | null {
