@@ -67,6 +67,14 @@ struct AttnSoftmaxParams {
   float* lse;            // [B*H*Tq] by global row, or null
 };
 
+// The (b, h, i) of score row zi = (b * H + h) * Tq + i, the global row both row kernels walk.
+__device__ __forceinline__ void headOfRow(int64_t zi, int64_t Tq, int64_t H, int64_t& b, int64_t& h, int64_t& i) {
+  const int64_t z = divIndex(zi, Tq);
+  i = zi - z * Tq;
+  b = divIndex(z, H);
+  h = z - b * H;
+}
+
 template <int kGroup>
 __global__ void __launch_bounds__(kThreads) attnSoftmaxKernel(const __grid_constant__ AttnSoftmaxParams p) {
   constexpr int kGroups = kThreads / kGroup;
@@ -77,8 +85,8 @@ __global__ void __launch_bounds__(kThreads) attnSoftmaxKernel(const __grid_const
   const bool drop = p.dropoutP > 0.0f;
   for (int64_t row = (int64_t)blockIdx.x * kGroups + group; row < p.rows; row += (int64_t)gridDim.x * kGroups) {
     const int64_t zi = p.firstRow + row;
-    const int64_t z = divIndex(zi, p.Tq), i = zi - z * p.Tq;
-    const int64_t b = divIndex(z, p.H), h = z - b * p.H;
+    int64_t b, h, i;
+    headOfRow(zi, p.Tq, p.H, b, h, i);
     const int64_t keys = attention_key_end(p.causal, i, Tk);  // >= 1
     const RowIn s = rowIn(p.s, DType::F32, (size_t)(row * p.ld));
     // The max and the sum run over the visible keys j < keys only (none of them masked).
@@ -135,8 +143,8 @@ __global__ void __launch_bounds__(kThreads) attnGradKernel(const __grid_constant
   const bool drop = p.dropoutP > 0.0f;
   for (int64_t row = (int64_t)blockIdx.x * kGroups + group; row < p.rows; row += (int64_t)gridDim.x * kGroups) {
     const int64_t zi = p.firstRow + row;
-    const int64_t z = divIndex(zi, p.Tq), i = zi - z * p.Tq;
-    const int64_t b = divIndex(z, p.H), h = z - b * p.H;
+    int64_t b, h, i;
+    headOfRow(zi, p.Tq, p.H, b, h, i);
     // Di = sum_d dout[b, h, i, d] * out[b, h, i, d].
     const RowIn o = rowIn(p.out, p.type, (size_t)(b * p.outStrides[0] + h * p.outStrides[1] + i * p.outStrides[2]));
     const RowIn g = rowIn(p.dout, p.type, (size_t)(b * p.doutStrides[0] + h * p.doutStrides[1] + i * p.doutStrides[2]));

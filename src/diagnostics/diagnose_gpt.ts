@@ -3,7 +3,6 @@
 // (the attention scores and probabilities included: the forward takes the unfused attention path,
 // so they exist as tensors), what FP16 would flush, and the ablation runs (fp32 / fp16 / fp16
 // without loss scaling / fp16 without master weights) on the same batches.
-import type { Device } from '../backends';
 import { text } from '../data/text';
 import { dtypeCode } from '../dtype';
 import { gpt, GPT, GPTConfig } from '../models/gpt';
@@ -12,23 +11,15 @@ import { tensor, Tensor } from '../tensor';
 import { Trainer } from '../train/trainer';
 import { trainBatch, validationLoss } from '../train/cli_gpt';
 import {
-  ABLATION_CONFIGS, AblationOptions, AblationRun, checkPositiveInt, DiagnoseResult, diagnoseResult, gradientReport, HistogramMap, OptimizerName,
+  ABLATION_CONFIGS, AblationOptions, AblationRun, checkPositiveInt, DiagnoseOptions, DiagnoseResult, diagnoseResult, gradientReport, HistogramMap,
 } from './diagnose';
 import { Log2Histogram } from './histogram';
 
-export interface GptDiagnoseOptions {
+/** The MLP diagnose's run options, with a GPT config and a text instead of a data set and widths. */
+export type GptDiagnoseOptions = Omit<DiagnoseOptions, 'data' | 'datasetName' | 'hidden'> & {
   config: Omit<GPTConfig, 'vocabSize'>;
   textFile?: string;
-  steps: number;
-  batchSize: number;
-  seed: number;
-  device?: Device | 'auto';
-  optimizer?: OptimizerName;
-  lr?: number;
-  currentScale?: number;
-  ablation?: AblationOptions | null;
-  log?: (s: string) => void;
-}
+};
 
 /** Gradient hooks on every activation the GPT shows its observer, histogrammed by name. */
 function observeGradients(model: GPT, hist: Map<string, Log2Histogram>, shapes: Map<string, number[]>): void {
