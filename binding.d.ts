@@ -173,6 +173,16 @@ export interface Binding {
   bf16ToF32(bits: Uint16Array): Float32Array;
   /** The loss-scale rule on a host-side AmpState (GradScaler.update outside a fused step). */
   scalerUpdateHost(state: Uint8Array, scaler: NativeScalerConfig, foundInf: boolean): void;
+  // --- the process group (native/dist): one per process ---
+  distInit(o: { backend: string; rank: number; worldSize: number; masterAddr: string; masterPort: number; storeDir?: string; timeoutMs: number }): void;
+  distDestroy(): void;
+  /** In place over [byteOffset, byteOffset + count elements); wait=false: enqueued (the storage must outlive distWait()). */
+  distAllReduce(h: StorageHandle, byteOffset: number, count: number, elem: 'f32' | 'f64' | 'i32', op: 'sum' | 'avg' | 'max' | 'min', wait: boolean): void;
+  distAllReduceHost(values: Float64Array, op: 'sum' | 'avg' | 'max' | 'min'): void;
+  distBroadcast(h: StorageHandle, byteOffset: number, bytes: number, root: number, wait: boolean): void;
+  distBarrier(): void;
+  distWait(): void;
+  distInfo(): { gloo: boolean; glooReason?: string; nccl: boolean; ncclReason?: string; ncclVersion?: number; group?: { rank: number; worldSize: number; backend: string } };
   /** sizeof(AmpState), to check the layout mirrored in src/amp/state.ts. */
   readonly ampStateBytes: number;
   // --- the ops: one per line of native/core/ops.def ---

@@ -16,6 +16,7 @@ import { MixprecError } from './errors';
 import { addTrainCommand } from './train/cli_train';
 import { addDiagnoseCommand } from './diagnostics/cli_diagnose';
 import { addSampleCommand } from './train/cli_sample';
+import { addLaunchCommand } from './distributed/launch';
 import { benchChart } from './diagnostics/plots';
 import { writeOutput } from './util/files';
 
@@ -143,6 +144,7 @@ program
 addTrainCommand(program);
 addDiagnoseCommand(program);
 addSampleCommand(program);
+addLaunchCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof MixprecError) {

@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'E_DATA'      // a malformed data file or array (IDX magic / dims / length, labels out of range)
   | 'E_CHECKPOINT'// a checkpoint that is truncated, corrupted, of another version, or of another model
   | 'E_IO'        // a file could not be read or written (the message has the OS error)
+  | 'E_DIST'      // distributed training: a rank exited or stopped answering (the message names it), the rendezvous failed, or a collective timed out
   | 'E_INTERNAL'; // a native library failed in a way mixprec does not classify (a bug: please report it)
 
 export class MixprecError extends Error {

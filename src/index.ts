@@ -25,3 +25,4 @@ export type { TrainerOptions, StepInfo, EpochInfo, FitOptions, LossKind, LossFn,
 export type { LrSchedule } from './train/schedule';
 export * as data from './data';
 export * as models from './models';
+export * as distributed from './distributed';

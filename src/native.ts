@@ -6,6 +6,7 @@ import { ErrorCode, MixprecError } from './errors';
 
 const NATIVE_CODES = new Set<string>([
   'E_ARG', 'E_SHAPE', 'E_DTYPE', 'E_DEVICE', 'E_DISPOSED', 'E_NO_CUDA', 'E_OOM', 'E_CUDA', 'E_INTERNAL',
+  'E_STATE', 'E_DIST',
 ]);
 
 function translate(err: unknown): never {

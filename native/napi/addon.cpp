@@ -216,6 +216,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setCpuGemmIsa", Napi::Function::New(env, SetCpuGemmIsa));
   registerOps(env, exports);
   registerTesting(env, exports);
+  registerDist(env, exports);
   return exports;
 }
 

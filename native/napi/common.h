@@ -120,5 +120,7 @@ inline Storage* sameBackend(Storage* s, Backend* be, const char* what) {
 void registerOps(Napi::Env env, Napi::Object exports);
 // Registers the test hooks (native/napi/testing.cpp).
 void registerTesting(Napi::Env env, Napi::Object exports);
+// Registers the process-group functions (native/napi/dist.cpp).
+void registerDist(Napi::Env env, Napi::Object exports);
 
 }  // namespace mpnapi

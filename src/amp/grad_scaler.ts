@@ -245,5 +245,9 @@ export class GradScaler {
     n.writeBytes(store.ampState.handle(), s.bytes);
     const { tensor: g, dtype } = store.stepGradients();
     n.unscaleCheckNorm({ n: store.length, g: g.handle(), gType: dtypeCode(dtype), state: store.ampState.handle(), out32: writeUnscaled ? store.unscaledBuffer().handle() : null });
+    // Data-parallel: the gradients were all-reduced before this pass, so every rank found the same
+    // inf/NaN; the flag is all-reduced (max) too, so that the skip decision — and with it the loss
+    // scale — cannot differ between ranks even where their local passes did.
+    if (store.distributed) n.distAllReduce(store.ampState.handle(), 8, 1, 'i32', 'max', true); // AmpState.foundInf
   }
 }

@@ -44,6 +44,7 @@ export class ParameterStore {
   readonly grads: Tensor;
   #accum: Tensor | null = null;
   #accumulated = 0;
+  #reduced = false;
   #unscaled: Tensor | null = null;
   /** @internal The per-step AmpState in backend memory, then METRIC_SLOTS x { loss, correct }. */
   readonly ampState: Tensor;
@@ -82,10 +83,25 @@ export class ParameterStore {
 
   /** @internal The gradients a step reads: the FP32 accumulation buffer after accumulate(), else grads. */
   stepGradients(): { tensor: Tensor; dtype: DType } {
-    return this.#accumulated > 0 && this.#accum ? { tensor: this.#accum, dtype: 'float32' } : { tensor: this.grads, dtype: this.gradDtype };
+    return (this.#accumulated > 0 || this.#reduced) && this.#accum ? { tensor: this.#accum, dtype: 'float32' } : { tensor: this.grads, dtype: this.gradDtype };
   }
   /** @internal Called after a step: the next accumulate() starts afresh. */
-  stepDone(): void { this.#accumulated = 0; }
+  stepDone(): void { this.#accumulated = 0; this.#reduced = false; }
+  /**
+   * @internal Data-parallel: the FP32 buffer the gradient all-reduce works on, in place. The
+   * accumulation buffer when micro-batches were accumulated; FP32 gradients themselves; else the
+   * accumulation buffer, which the caller fills from the FP16 / BF16 gradients (convert) so that
+   * they are summed in FP32 — and the step then reads it (markReduced).
+   */
+  reduceTarget(): { tensor: Tensor; convert: boolean } {
+    if (this.#accumulated > 0 && this.#accum) return { tensor: this.#accum, convert: false };
+    if (this.gradDtype === 'float32') return { tensor: this.grads, convert: false };
+    return { tensor: (this.#accum ??= full([this.length], 0, { device: this.device })), convert: true };
+  }
+  /** @internal The step reads the (converted, reduced) FP32 buffer of reduceTarget(). */
+  markReduced(): void { this.#reduced = true; }
+  /** @internal Set by a data-parallel Trainer: GradScaler all-reduces the inf/NaN flag over it. */
+  distributed = false;
 
   #gradGeneration = 0;
   /**

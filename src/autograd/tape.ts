@@ -82,7 +82,17 @@ function conform(g: Tensor, like: Tensor, what: string): Tensor {
   return g.dtype === like.dtype && g.isContiguous() ? g : k.copyTo(g, like.dtype);
 }
 
-export function backwardFrom(root: Tensor, gradient: Tensor | undefined, opts: { retainGraph?: boolean }): void {
+export interface BackwardOptions {
+  retainGraph?: boolean;
+  /**
+   * @internal Called once per leaf that requires grad, as soon as the last op using it has run
+   * (its gradient is complete): data-parallel training all-reduces a gradient bucket then,
+   * overlapping the communication with the rest of the backward.
+   */
+  onLeafReady?: (leaf: Tensor) => void;
+}
+
+export function backwardFrom(root: Tensor, gradient: Tensor | undefined, opts: BackwardOptions): void {
   if (typeof opts !== 'object' || opts === null) throw new MixprecError('E_ARG', 'backward options must be an object');
   if (!root.requiresGrad) throw new MixprecError('E_STATE', 'backward() on a tensor that does not require grad (no input of it had requiresGrad)');
   let seed: Tensor;
@@ -94,10 +104,10 @@ export function backwardFrom(root: Tensor, gradient: Tensor | undefined, opts: {
     if (gradient.device !== root.device) throw new MixprecError('E_DEVICE', `gradient is on ${gradient.device}, the tensor on ${root.device}`);
     seed = conform(gradient, root, 'backward');
   }
-  noGrad(() => run(root, seed, gradient, opts.retainGraph === true));
+  noGrad(() => run(root, seed, gradient, opts.retainGraph === true, opts.onLeafReady));
 }
 
-function run(root: Tensor, seed: Tensor, userGradient: Tensor | undefined, retain: boolean): void {
+function run(root: Tensor, seed: Tensor, userGradient: Tensor | undefined, retain: boolean, onLeafReady?: (leaf: Tensor) => void): void {
   // Every gradient the pass keeps (a leaf's .grad, a pending sum in `grads`) owns its storage:
   // take() copies one whose storage is already kept or still in use (the incoming gradient
   // returned as is, one tensor returned for two inputs), so in-place accumulation never aliases.
@@ -152,12 +162,27 @@ function run(root: Tensor, seed: Tensor, userGradient: Tensor | undefined, retai
   }
   nodes.sort((a, b) => b.id - a.id);
 
+  // For onLeafReady: how many of the ops still to run use each leaf.
+  const uses = new Map<Tensor, number>();
+  if (onLeafReady)
+    for (const n of nodes) for (const t of n.inputs) if (t?.isLeaf) uses.set(t, (uses.get(t) ?? 0) + 1);
+  const done = (node: Node) => {
+    if (!onLeafReady) return;
+    for (const t of node.inputs) {
+      if (!t?.isLeaf) continue;
+      const left = uses.get(t)! - 1;
+      uses.set(t, left);
+      if (left === 0) onLeafReady(t);
+    }
+  };
+
   const grads = new Map<Node, Tensor>([[root.gradFn!, seed]]);
   for (const node of nodes) {
     const g = grads.get(node);
     grads.delete(node);
     if (!g) {
       if (!retain) node.free();
+      done(node);
       continue; // no gradient reached this op
     }
     const ctx: BackwardContext = {
@@ -189,5 +214,6 @@ function run(root: Tensor, seed: Tensor, userGradient: Tensor | undefined, retai
     });
     release(g, undefined);
     if (!retain) node.free();
+    done(node);
   }
 }

@@ -42,6 +42,13 @@ export interface BatchOptions {
   epoch?: number;
   /** Drop the last batch when it has fewer than batchSize rows (default false). */
   dropLast?: boolean;
+  /**
+   * Data-parallel: this rank's shard of the epoch, as PyTorch's DistributedSampler. The (shuffled)
+   * order is padded by wrapping around to a multiple of worldSize (pad: true, the default; every
+   * rank then takes as many batches), and the rank takes every worldSize-th row from `rank`: so
+   * the ranks' k-th batches together are the k-th batch of batchSize·worldSize of one process.
+   */
+  shard?: { rank: number; worldSize: number; pad?: boolean };
 }
 
 function isPositiveInt(v: unknown): v is number {
@@ -315,7 +322,7 @@ function checkDataset(ds: Dataset): { yCols: number; labels: boolean } {
  */
 export function batches(ds: Dataset, opts: BatchOptions): Generator<Batch> {
   if (opts === null || typeof opts !== 'object') throw new MixprecError('E_ARG', `batches: opts must be an object, got ${typeName(opts)}`);
-  const { batchSize, shuffle = false, seed = 0, epoch = 0, dropLast = false } = opts;
+  const { batchSize, shuffle = false, seed = 0, epoch = 0, dropLast = false, shard } = opts;
   if (!isPositiveInt(batchSize)) {
     throw new MixprecError('E_ARG', `batches: batchSize must be a positive integer, got ${String(batchSize)}`);
   }
@@ -326,7 +333,19 @@ export function batches(ds: Dataset, opts: BatchOptions): Generator<Batch> {
     if (!Number.isSafeInteger(seed)) throw new MixprecError('E_ARG', `batches: seed must be a safe integer, got ${String(seed)}`);
     if (!Number.isSafeInteger(epoch)) throw new MixprecError('E_ARG', `batches: epoch must be a safe integer, got ${String(epoch)}`);
   }
-  return gen(ds, batchSize, dropLast, order, yCols, labels);
+  if (shard === undefined) return gen(ds, batchSize, dropLast, order, yCols, labels);
+  const { rank, worldSize, pad = true } = shard ?? ({} as BatchOptions['shard'] & object);
+  if (!isPositiveInt(worldSize) || !Number.isSafeInteger(rank) || rank < 0 || rank >= worldSize)
+    throw new MixprecError('E_ARG', `batches: shard needs { rank, worldSize } with 0 <= rank < worldSize, got ${String(rank)} of ${String(worldSize)}`);
+  const total = pad ? Math.ceil(ds.n / worldSize) * worldSize : ds.n;
+  const mine = new Uint32Array(Math.max(0, Math.ceil((total - rank) / worldSize)));
+  for (let k = 0, i = rank; i < total; i += worldSize, k++) mine[k] = order ? order[i % ds.n] : i % ds.n;
+  return gen({ ...ds, n: mine.length }, batchSize, dropLast, mine, yCols, labels);
+}
+
+/** Batches per epoch in one rank's shard (batches with shard, pad: true) of a dataset of n rows. */
+export function shardBatches(n: number, batchSize: number, worldSize: number): number {
+  return Math.ceil(Math.ceil(n / worldSize) / batchSize);
 }
 
 function* gen(ds: Dataset, batchSize: number, dropLast: boolean, order: Uint32Array | null, yCols: number, labels: boolean): Generator<Batch> {

@@ -8,6 +8,9 @@ import { GradScaler, GradScalerOptions, GradScalerStateDict } from '../amp/grad_
 import { METRIC_SLOTS, METRICS_OFFSET, ParameterStore, Precision, PRECISIONS } from '../amp/store';
 import type { Device } from '../backends';
 import { batches, Dataset } from '../data';
+import { shardBatches } from '../data/dataset';
+import * as dist from '../distributed/group';
+import { broadcastParameters, GradientReducer } from '../distributed/reducer';
 import { DType } from '../dtype';
 import { MixprecError } from '../errors';
 import { native } from '../native';
@@ -55,6 +58,14 @@ export interface TrainerOptions {
   masterWeights?: boolean;
   /** Receives the Trainer's warnings (TrainerWarningCode); default: process.emitWarning with type 'MixprecWarning'. */
   onWarning?: (code: TrainerWarningCode, message: string) => void;
+  /**
+   * Data-parallel over the process group (mixprec.distributed.init()): default true once it is
+   * initialized. Then rank 0's parameters are broadcast at construction, each step all-reduces
+   * the gradients (mean, in ~25 MB FP32 buckets overlapped with the backward) and the inf/NaN
+   * flag, fit() trains on this rank's shard, metrics are averaged over the ranks, and save()
+   * writes from rank 0 only. batchSize is per rank (as DDP's).
+   */
+  distributed?: boolean | { bucketBytes?: number };
 }
 
 export interface StepInfo {
@@ -115,7 +126,7 @@ function makeScaler(lossScale: TrainerOptions['lossScale'], precision: Precision
   throw new MixprecError('E_ARG', "lossScale must be 'dynamic', 'none', a number or GradScaler options");
 }
 
-const TRAINER_KEYS = ['optimizer', 'loss', 'labelSmoothing', 'precision', 'lossScale', 'maxGradNorm', 'gradAccumulation', 'lrSchedule', 'device', 'seed', 'masterWeights', 'onWarning'];
+const TRAINER_KEYS = ['optimizer', 'loss', 'labelSmoothing', 'precision', 'lossScale', 'maxGradNorm', 'gradAccumulation', 'lrSchedule', 'device', 'seed', 'masterWeights', 'onWarning', 'distributed'];
 
 export class Trainer<M extends Module = Sequential> {
   readonly model: M;
@@ -125,7 +136,9 @@ export class Trainer<M extends Module = Sequential> {
   readonly precision: Precision;
   /** The loss kind, or 'custom' for a loss function. */
   readonly loss: LossKind | 'custom';
-  readonly options: Readonly<Required<Omit<TrainerOptions, 'optimizer' | 'lossScale' | 'device' | 'loss' | 'onWarning'>>> & { device: Device; loss: LossKind | 'custom' };
+  readonly options: Readonly<Required<Omit<TrainerOptions, 'optimizer' | 'lossScale' | 'device' | 'loss' | 'onWarning' | 'distributed'>>> & { device: Device; loss: LossKind | 'custom' };
+  /** Data-parallel: the gradient all-reduce (null in a single-process Trainer). */
+  readonly reducer: GradientReducer | null;
   #lossFn: LossFn | null;
   #baseLr: number;
   #iteration = 0;
@@ -167,9 +180,22 @@ export class Trainer<M extends Module = Sequential> {
     if (typeof masterWeights !== 'boolean') throw new MixprecError('E_ARG', 'masterWeights must be a boolean');
     if (opts.onWarning !== undefined && typeof opts.onWarning !== 'function') throw new MixprecError('E_ARG', 'onWarning must be a function (code, message) => void');
     this.#onWarning = opts.onWarning ?? ((code, message) => process.emitWarning(message, { type: 'MixprecWarning', code }));
+    const distOpt = opts.distributed ?? dist.isInitialized();
+    if (typeof distOpt !== 'boolean' && (typeof distOpt !== 'object' || distOpt === null)) throw new MixprecError('E_ARG', 'distributed must be a boolean or { bucketBytes }');
+    if (distOpt !== false && !dist.isInitialized()) throw new MixprecError('E_STATE', 'distributed: the process group is not initialized (call mixprec.distributed.init() first)');
     const optimizer = makeOptimizer(opts.optimizer);
     const scaler = makeScaler(opts.lossScale, precision);
-    this.store = model.bind(precision, opts.device ?? 'auto');
+    const device = opts.device ?? (distOpt !== false ? dist.group().device : 'auto');
+    this.store = model.bind(precision, device);
+    this.reducer = null;
+    if (distOpt !== false) {
+      const g = dist.group();
+      if ((g.device === 'cpu') !== (this.store.device === 'cpu'))
+        throw new MixprecError('E_DEVICE', `distributed: the process group (${g.backend}) reduces ${g.device === 'cpu' ? 'host' : 'CUDA'} memory, the model is on ${this.store.device}`);
+      this.reducer = new GradientReducer(this.store, typeof distOpt === 'object' ? distOpt.bucketBytes : undefined);
+      this.store.distributed = true;
+      broadcastParameters(this.store);
+    }
     this.model = model;
     this.optimizer = optimizer;
     this.scaler = scaler;
@@ -214,13 +240,14 @@ export class Trainer<M extends Module = Sequential> {
   async step(x: Tensor, y: Int32Array | Tensor): Promise<StepInfo> {
     const lr = lrAt(this.options.lrSchedule, this.#baseLr, this.#iteration);
     this.optimizer.lr = lr;
-    const { B, N } = this.#forwardBackward(x, y);
+    const { B, N } = this.#forwardBackward(x, y, undefined, true);
     const shared = !this.#metrics.owned;
     const r = this.scaler.step(this.store, this.optimizer, { maxNorm: this.options.maxGradNorm, update: true, readExtra: shared ? 8 * N : 0 });
     const w = this.store.working;
     if (!this.options.masterWeights && w) copyInto(this.store.master, w); // ablation: the master is only ever the rounded weight
     this.#iteration += 1;
-    const loss = this.#readLoss(B, N, shared ? r.extra : undefined).loss;
+    let loss = this.#readLoss(B, N, shared ? r.extra : undefined).loss;
+    if (this.reducer) loss = dist.allReduceNumbers(Float64Array.of(loss), 'avg')[0]; // the mean over the ranks' batches
     this.#consecutiveSkipped = r.skipped ? this.#consecutiveSkipped + 1 : 0;
     this.#warnAbout(loss, r.skipped);
     return { loss, skipped: r.skipped, scale: r.scale, gradNorm: r.gradNorm, lr, consecutiveSkipped: this.#consecutiveSkipped };
@@ -242,7 +269,7 @@ export class Trainer<M extends Module = Sequential> {
     this.#minScaleHits = this.scaler.counters.minScaleHits;
   }
 
-  #forwardBackward(x: Tensor, y: Int32Array | Tensor, observe?: (layer: number, grad: Tensor) => void): { B: number; N: number } {
+  #forwardBackward(x: Tensor, y: Int32Array | Tensor, observe?: (layer: number, grad: Tensor) => void, reduce = false): { B: number; N: number } {
     const B = this.#checkBatch(x, y);
     // A batch smaller than gradAccumulation (an epoch's last) is split into B micro-batches of one.
     const N = Math.min(this.options.gradAccumulation, B);
@@ -252,6 +279,11 @@ export class Trainer<M extends Module = Sequential> {
     const seq = this.model instanceof Sequential ? this.model : null;
     if (observe && !seq) throw new MixprecError('E_ARG', 'observe needs a Sequential model');
     this.model.train();
+    // Data-parallel: with one micro-batch, buckets are all-reduced as the backward completes them.
+    const reducer = reduce ? this.reducer : null;
+    const overlap = reducer !== null && N === 1;
+    if (overlap) reducer.begin();
+    const onLeafReady = overlap ? (leaf: Tensor) => reducer.leafReady(leaf) : undefined;
     let start = 0;
     try {
       if (seq) seq.observe = observe ?? null;
@@ -265,7 +297,7 @@ export class Trainer<M extends Module = Sequential> {
           const out = this.#forward(xk, hash32(stepSeed, k));
           const loss = this.#lossOp(out, yk, k);
           // The seed gradient carries the loss scale and this micro-batch's share of the batch mean.
-          backwardFrom(loss, filled([], S * (Bk / B), 'float32', this.device), {});
+          backwardFrom(loss, filled([], S * (Bk / B), 'float32', this.device), { onLeafReady });
         });
         this.#zeroUnreached();
         if (N > 1) this.store.accumulate();
@@ -274,6 +306,8 @@ export class Trainer<M extends Module = Sequential> {
     } finally {
       if (seq) seq.observe = null;
     }
+    if (overlap) reducer.finish();
+    else if (reducer) reducer.allReduce(); // micro-batches: the accumulated FP32 sum, after the last one
     return { B, N };
   }
 
@@ -315,7 +349,9 @@ export class Trainer<M extends Module = Sequential> {
     checkDataset(data, 'evaluate');
     const batchSize = opts.batchSize ?? 1000;
     let lossSum = 0, correct = 0;
-    for (const b of batches(data, { batchSize, shuffle: false })) {
+    // Data-parallel: each rank evaluates its shard (no padding: every row once), the sums are reduced.
+    const shard = this.reducer ? { rank: dist.rank(), worldSize: dist.worldSize(), pad: false } : undefined;
+    for (const b of batches(data, { batchSize, shuffle: false, shard })) {
       const x = tensor(b.x, [b.size, data.features], { dtype: this.computeDtype, device: this.device });
       const y = types.isInt32Array(b.y) ? b.y : tensor(b.y, [b.size, b.y.length / b.size], { device: this.device });
       this.#checkBatch(x, y);
@@ -328,6 +364,7 @@ export class Trainer<M extends Module = Sequential> {
       if (y instanceof Tensor) y.dispose();
       await new Promise((r) => setImmediate(r));
     }
+    if (this.reducer) [lossSum, correct] = dist.allReduceNumbers(Float64Array.of(lossSum, correct), 'sum');
     const result: { loss: number; accuracy?: number } = { loss: lossSum / data.n };
     if (this.loss === 'softmaxCrossEntropy') result.accuracy = correct / data.n;
     return result;
@@ -347,12 +384,14 @@ export class Trainer<M extends Module = Sequential> {
     this.#batchSize = batchSize;
     this.#stopRequested = false;
     const history: EpochInfo[] = [];
-    const nBatches = Math.ceil(data.n / batchSize);
+    const worldSize = this.reducer ? dist.worldSize() : 1;
+    const shard = this.reducer ? { rank: dist.rank(), worldSize } : undefined;
+    const nBatches = shardBatches(data.n, batchSize, worldSize);
     for (let e = 0; e < epochs && !this.#stopRequested; e++) {
       const t0 = process.hrtime.bigint();
       let lossSum = 0, steps = 0, skipped = 0, minScale = this.scaler.scale, samples = 0;
       let index = 0;
-      for (const b of batches(data, { batchSize, shuffle, seed: this.options.seed, epoch: this.#epoch })) {
+      for (const b of batches(data, { batchSize, shuffle, seed: this.options.seed, epoch: this.#epoch, shard })) {
         if (index++ < this.#batchInEpoch) continue; // resuming mid-epoch
         const x = tensor(b.x, [b.size, data.features], { dtype: this.computeDtype, device: this.device });
         const y = types.isInt32Array(b.y) ? b.y : tensor(b.y, [b.size, b.y.length / b.size], { device: this.device });
@@ -361,7 +400,7 @@ export class Trainer<M extends Module = Sequential> {
         if (y instanceof Tensor) y.dispose();
         this.#batchInEpoch = index;
         steps++;
-        samples += b.size;
+        samples += b.size * worldSize; // every rank's batch has this size (the shards are padded)
         if (info.skipped) skipped++;
         else lossSum += info.loss;
         minScale = Math.min(minScale, info.scale);
@@ -409,11 +448,16 @@ export class Trainer<M extends Module = Sequential> {
       batchInEpoch: this.#batchInEpoch,
       batchSize: this.#batchSize,
       storeLength: this.store.length,
+      worldSize: this.reducer ? dist.worldSize() : 1,
     };
     const tensors: Record<string, Float32Array> = { master: this.store.masterFlat() };
     if (opt.m) tensors.m = opt.m;
     if (opt.v) tensors.v = opt.v;
-    await writeCheckpointFile(path, header, tensors);
+    // Data-parallel: the ranks hold the same state; rank 0 writes, and no rank goes on (to load
+    // it, say) before the file is complete. A failed write fails rank 0 only (the others wait at
+    // the barrier until E_DIST names it).
+    if (!this.reducer || dist.rank() === 0) await writeCheckpointFile(path, header, tensors);
+    if (this.reducer) dist.barrier();
   }
 
   /**
@@ -495,7 +539,12 @@ export class Trainer<M extends Module = Sequential> {
     this.#baseLr = typeof h.options?.baseLr === 'number' ? h.options.baseLr : this.optimizer.lr;
     this.#iteration = h.iteration;
     this.#epoch = h.epoch;
-    this.#batchInEpoch = h.batchInEpoch;
+    // Resumed mid-epoch with another world size: the epoch's first batchInEpoch·B·W rows (of its
+    // order) were seen; go on from the last batch boundary of the new shards within them (at most
+    // one global batch is seen twice).
+    const savedWorld = Number.isSafeInteger(h.worldSize) && h.worldSize > 0 ? h.worldSize : 1;
+    const world = this.reducer ? dist.worldSize() : 1;
+    this.#batchInEpoch = savedWorld === world ? h.batchInEpoch : Math.floor((h.batchInEpoch * savedWorld) / world);
     this.#batchSize = Number.isSafeInteger(h.batchSize) && h.batchSize > 0 ? h.batchSize : null;
     this.metadata = typeof h.metadata === 'object' && h.metadata !== null && !Array.isArray(h.metadata) ? h.metadata : null;
     this.#minScaleHits = this.scaler.counters.minScaleHits; // warn about new floor hits, not the saved ones
