@@ -174,7 +174,7 @@ export interface Binding {
   /** The loss-scale rule on a host-side AmpState (GradScaler.update outside a fused step). */
   scalerUpdateHost(state: Uint8Array, scaler: NativeScalerConfig, foundInf: boolean): void;
   // --- the process group (native/dist): one per process ---
-  distInit(o: { backend: string; rank: number; worldSize: number; masterAddr: string; masterPort: number; storeDir?: string; timeoutMs: number }): void;
+  distInit(o: { backend: string; rank: number; worldSize: number; masterAddr: string; masterPort: number; storeDir?: string; timeoutMs: number; device?: string }): void;
   distDestroy(): void;
   /** In place over [byteOffset, byteOffset + count elements); wait=false: enqueued (the storage must outlive distWait()). */
   distAllReduce(h: StorageHandle, byteOffset: number, count: number, elem: 'f32' | 'f64' | 'i32', op: 'sum' | 'avg' | 'max' | 'min', wait: boolean): void;

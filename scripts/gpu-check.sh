@@ -3,7 +3,7 @@
 # and ../shared/device/pack.sh here:
 #   device run, carry [".devpack"], timeout_s 540:
 #   bash .devpack/run.sh bash scripts/gpu-check.sh
-# It builds nothing there. Everything goes under $OUT (logs, jest JSON, bench JSON); keep it < 5 min.
+# It builds nothing there. Everything goes under $OUT (logs, jest JSON, bench JSON, NCCL smoke); keep it < 5 min.
 set -uo pipefail
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 summary="$out/summary.txt"; : > "$summary"
@@ -28,4 +28,9 @@ grep -E "ERROR SUMMARY" "$out/memcheck.log" >> "$summary"
 timeout 130 node dist/cli.js bench gemm amp train gpt tape --device cuda --sizes 1024,2048,4096,8192 \
   --widths 4096,4096,4096,4096 --batch 512 --json "$out/bench.json" > "$out/bench.log" 2>&1
 echo "bench rc=$?" >> "$summary"
+# 5. NCCL on one GPU (a world of one rank): libnccl from the machine, else from PyTorch's wheel
+nccl=$(ldconfig -p 2>/dev/null | awk '/libnccl\.so\.2/ {print $NF; exit}')
+[ -n "$nccl" ] || nccl=$(python3 -c "import glob, site, os; c = [p for d in site.getsitepackages() for p in glob.glob(os.path.join(d, 'nvidia', 'nccl', 'lib', 'libnccl.so*'))]; print(c[0] if c else '')" 2>/dev/null)
+MIXPREC_NCCL_LIBRARY="$nccl" timeout 60 node scripts/nccl-smoke.js > "$out/nccl.json" 2> "$out/nccl.log"
+echo "nccl rc=$? (library: ${nccl:-none found})" >> "$summary"
 cat "$summary"; tail -n 40 "$out/bench.log"

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `mixprec` command: info | bench | train | sample | diagnose. Argument parsing by commander.
+// The `mixprec` command: info | bench | train | sample | diagnose | launch. Argument parsing by commander.
 import { Command, InvalidArgumentError } from 'commander';
 import { execSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -11,6 +11,7 @@ import { benchGemm } from './bench/gemm';
 import { benchTrain } from './bench/train';
 import { benchTape } from './bench/tape';
 import { benchGpt } from './bench/gpt';
+import { benchDist } from './bench/dist';
 import { resolveDevice } from './backends';
 import { MixprecError } from './errors';
 import { addTrainCommand } from './train/cli_train';
@@ -19,6 +20,7 @@ import { addSampleCommand } from './train/cli_sample';
 import { addLaunchCommand } from './distributed/launch';
 import { benchChart } from './diagnostics/plots';
 import { writeOutput } from './util/files';
+import { available } from './distributed/group';
 
 const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { version: string };
 
@@ -51,29 +53,34 @@ program
   .option('--json', 'print JSON')
   .action((o: { json?: boolean }) => {
     const list = backends();
-    if (o.json) return console.log(JSON.stringify({ mixprec: pkg.version, node: process.version, backends: list }, null, 2));
+    const distributed = available();
+    if (o.json) return console.log(JSON.stringify({ mixprec: pkg.version, node: process.version, backends: list, distributed }, null, 2));
     console.log(`mixprec ${pkg.version} (node ${process.version})`);
     for (const b of list) {
       const state = b.available ? 'available' : b.compiled ? 'compiled, unavailable' : 'not compiled';
       const extra = b.device ? ` — ${b.device.name}, compute ${b.device.computeCapability}, ${(b.device.totalMemory / 2 ** 30).toFixed(1)} GiB` : b.features ? ` — GEMM: ${b.features}` : '';
       console.log(`  ${b.name.padEnd(5)} ${state}${extra}${b.reason ? `\n        ${b.reason}` : ''}`);
     }
+    console.log('distributed (mixprec launch, mixprec.distributed):');
+    console.log(`  gloo  ${distributed.gloo ? 'available (CPU tensors over TCP)' : `unavailable\n        ${distributed.glooReason}`}`);
+    console.log(`  nccl  ${distributed.nccl ? `loaded, version ${distributed.ncclVersion} (CUDA tensors)` : `not loadable\n        ${distributed.ncclReason}`}`);
   });
 
 program
   .command('bench')
   .description('benchmarks: gemm (GFLOP/s for fp32/fp16/bf16, ratios to fp32 and to a reference BLAS measured in the same run); amp (fused unscale/check/norm and AdamW as GB/s and as a ratio to a copy, vs the unfused passes)')
-  .argument('[sections...]', 'sections to run: gemm, amp, train, gpt, tape (default: all)', ['gemm', 'amp', 'train', 'gpt', 'tape'])
-  .option('--widths <list>', 'train: MLP widths', intList, [784, 1024, 1024, 10])
-  .option('--batch <n>', 'train: batch size', (v) => intList(v)[0], 256)
+  .argument('[sections...]', 'sections to run: gemm, amp, train, gpt, tape (default: all of these); dist (all-reduce bandwidth and 1x2 vs 2x1 training scaling; spawns processes, runs only when named)', ['gemm', 'amp', 'train', 'gpt', 'tape'])
+  .option('--dist-sizes <list>', 'dist: all-reduce buffer sizes in MB', intList, [1, 4, 16, 64, 256])
+  .option('--widths <list>', 'train, dist: MLP widths', intList, [784, 1024, 1024, 10])
+  .option('--batch <n>', 'train: batch size (dist: the global batch)', (v) => intList(v)[0], 256)
   .option('--params <n>', 'amp: parameters in the store (default 2^24 on the CPU, 2^28 on CUDA)', (v) => intList(v)[0])
   .option('--sizes <list>', 'GEMM sizes (n for n x n x n)', intList, [256, 512, 1024, 2048])
   .option('--device <device>', "only this backend: 'cpu' or 'cuda'")
   .option('--no-reference', 'skip the reference BLAS (numpy / PyTorch) measurement')
   .option('--json <file>', 'also write the results as JSON to FILE, and a bar chart (SVG) of the fp32 / fp16 / bf16 figures beside it (FILE with .json replaced by .svg)')
   .option('--chart <file>', 'write the bar chart (SVG) here instead (works without --json too)')
-  .action(async (sections: string[], o: { sizes: number[]; device?: string; reference: boolean; json?: string; chart?: string; params?: number; widths: number[]; batch: number }) => {
-    for (const s of sections) if (!['gemm', 'amp', 'train', 'gpt', 'tape'].includes(s)) throw new InvalidArgumentError(`unknown bench section '${s}' (available: gemm, amp, train, gpt, tape)`);
+  .action(async (sections: string[], o: { sizes: number[]; device?: string; reference: boolean; json?: string; chart?: string; params?: number; widths: number[]; batch: number; distSizes: number[] }) => {
+    for (const s of sections) if (!['gemm', 'amp', 'train', 'gpt', 'tape', 'dist'].includes(s)) throw new InvalidArgumentError(`unknown bench section '${s}' (available: gemm, amp, train, gpt, tape, dist)`);
     if (o.device && o.device !== 'cpu' && o.device !== 'cuda') throw new InvalidArgumentError("--device must be 'cpu' or 'cuda'");
     const devices = o.device ? [o.device as 'cpu' | 'cuda'] : undefined;
     if (o.device === 'cuda') resolveDevice('cuda'); // E_NO_CUDA (exit 1) rather than empty tables
@@ -126,6 +133,25 @@ program
       console.log(['device', 'fwd nograd', 'fwd rec', 'backward', 'rec/op', 'js/op fwd', 'js/op rec', 'js/op bwd'].map((h) => h.padStart(10)).join(' '));
       for (const r of rows)
         console.log([r.device, fmt(r.forwardNoGradUs, 1), fmt(r.forwardRecordedUs, 1), fmt(r.backwardUs, 1), fmt(r.recordUsPerOp, 2), fmt(r.jsNoGradUsPerOp, 2), fmt(r.jsRecordedUsPerOp, 2), fmt(r.jsBackwardUsPerOp, 2)].map((c) => c.padStart(10)).join(' '));
+    }
+    if (sections.includes('dist')) {
+      const d = await benchDist({ sizesMb: o.distSizes, widths: o.widths, batch: o.batch });
+      result.dist = d;
+      if (d.skipped) console.log(`\nData-parallel (dist): skipped: ${d.skipped}`);
+      else {
+        const m = d.machine;
+        const ar = d.allReduce!;
+        console.log(`\nAll-reduce (sum, float32), ${ar.ranks} ranks, ${ar.transport}, on ${m?.cpu ?? 'unknown CPU'}${m?.cpuFamily !== undefined ? ` (family ${m.cpuFamily} model ${m.cpuModel})` : ''}, ${m?.cores} cores`);
+        console.log('busbw = algbw x 2(n-1)/n (nccl-tests); memcpy = Float32Array.set of the same buffer in one process, same run; GB/s = 1e9 B/s');
+        console.log(['MB', 'reps', 'ms', 'algbw GB/s', 'busbw GB/s', 'memcpy GB/s', 'x memcpy'].map((h) => h.padStart(11)).join(' '));
+        for (const r of ar.rows)
+          console.log([String(r.sizeMb), String(r.reps), fmt(r.ms, 2), fmt(r.algbwGBs, 2), fmt(r.busbwGBs, 2), fmt(r.memcpyGBs, 2), fmt(r.ratioToMemcpy, 3)].map((c) => c.padStart(11)).join(' '));
+        const t = d.train!;
+        console.log(`\nData-parallel training step, MLP ${t.widths.join('-')}, global batch ${t.globalBatch}, AdamW: 1 process x 2 threads vs 2 ranks x 1 thread (batch ${t.globalBatch / 2} each); median of ${t.steps} steps`);
+        console.log(['precision', '1x2 ms', '1x2 samp/s', '2x1 ms', '2x1 samp/s', '2x1 / 1x2'].map((h) => h.padStart(11)).join(' '));
+        for (const r of t.rows)
+          console.log([r.precision, fmt(r.oneByTwo.msPerStep, 2), fmt(r.oneByTwo.samplesPerSecond, 0), fmt(r.twoByOne.msPerStep, 2), fmt(r.twoByOne.samplesPerSecond, 0), fmt(r.ratio, 2)].map((c) => c.padStart(11)).join(' '));
+      }
     }
     if (o.json) {
       writeOutput(o.json, JSON.stringify(result, null, 2) + '\n');

@@ -42,6 +42,9 @@ class Backend {
   virtual void copyIn(void* dst, const void* hostSrc, size_t bytes) = 0;
   virtual void copyOut(void* hostDst, const void* src, size_t bytes) = 0;  // synchronous
   virtual void synchronize() {}
+  // The CUDA stream every op of this backend is ordered on (nullptr for the CPU), with the
+  // backend's device made current on the calling thread: NCCL enqueues its collectives there.
+  virtual void* stream() { return nullptr; }
   // --- the ops: one virtual per line of native/core/ops.def, semantics at each Args struct ---
 #define MP_OP(name, Args) virtual void name(const Args& args) = 0;
 #include "ops.def"

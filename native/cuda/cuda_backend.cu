@@ -187,6 +187,11 @@ class CudaBackend final : public Backend {
     MP_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
+  void* stream() override {
+    useDevice();
+    return stream_;
+  }
+
   // The ops: asynchronous, on the stream (semantics at each Args struct, native/core/op_args.h).
 #define MP_OP(name, Args)                      \
   void name(const Args& args) override {       \

@@ -8,48 +8,44 @@
 #include <chrono>
 #include <cstring>
 
+#include <dlfcn.h>
+
 #include "../core/error.h"
 #include "nccl_api.h"
 
-#ifdef MIXPREC_WITH_GLOO
-#include <gloo/allreduce.h>
-#include <gloo/barrier.h>
-#include <gloo/broadcast.h>
-#include <gloo/math.h>
-#include <gloo/rendezvous/context.h>
-#include <gloo/rendezvous/store.h>
-#include <gloo/transport/tcp/device.h>
-#endif
-
 namespace mp::dist {
-
-bool glooCompiled(std::string* why) {
-#ifdef MIXPREC_WITH_GLOO
-  return true;
-#else
-  if (why) *why = "Gloo was not found when the addon was built (install Debian's libgloo-dev and run `npm rebuild`, or build with MIXPREC_GLOO=ON)";
-  return false;
-#endif
-}
 
 namespace {
 
-#ifdef MIXPREC_WITH_GLOO
-// Gloo rendezvous through our store (Gloo's own stores are file / Redis / in-process only).
-class GlooStoreAdapter : public gloo::rendezvous::Store {
- public:
-  GlooStoreAdapter(dist::Store& s, Millis timeout) : s_(s), timeout_(timeout) {}
-  void set(const std::string& key, const std::vector<char>& data) override { s_.set("gloo/" + key, data); }
-  std::vector<char> get(const std::string& key) override { return s_.get("gloo/" + key, timeout_); }
-  void wait(const std::vector<std::string>& keys) override { wait(keys, timeout_); }
-  void wait(const std::vector<std::string>& keys, const Millis& timeout) override {
-    for (const auto& k : keys) s_.get("gloo/" + k, timeout);
-  }
-
- private:
-  dist::Store& s_;
-  Millis timeout_;
-};
+// The plugin beside this addon (gloo_plugin.h), loaded once.
+GlooConnectFn loadGloo(std::string* why) {
+  static std::string reason;
+  static GlooConnectFn fn = []() -> GlooConnectFn {
+#ifndef MIXPREC_WITH_GLOO
+    reason = "Gloo was not found when the addon was built (install Debian's libgloo-dev and run `npm rebuild`, or build with MIXPREC_GLOO=ON)";
+    return nullptr;
+#else
+    Dl_info self{};
+    std::string dir = ".";
+    if (dladdr(reinterpret_cast<void*>(&loadGloo), &self) && self.dli_fname) {
+      dir = self.dli_fname;
+      dir = dir.substr(0, dir.find_last_of('/') == std::string::npos ? 0 : dir.find_last_of('/'));
+    }
+    std::string path = dir + "/" + kGlooPluginName;
+    void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+      const char* e = dlerror();
+      reason = std::string("the Gloo plugin did not load: ") + (e ? e : path) + " (Gloo's runtime library, Debian's libgloo0, must be installed where the addon runs)";
+      return nullptr;
+    }
+    auto f = reinterpret_cast<GlooConnectFn>(dlsym(h, kGlooConnectSymbol));
+    if (!f) reason = path + " lacks " + kGlooConnectSymbol + " (a stale build: run `npm rebuild`)";
+    return f;
+#endif
+  }();
+  if (!fn && why) *why = reason;
+  return fn;
+}
 
 // The address this rank's Gloo pairs listen on: loopback for a single-machine job (the master
 // is a loopback address), else this host's name; MIXPREC_GLOO_HOSTNAME overrides (multi-homed
@@ -62,24 +58,20 @@ std::string glooHostname(const std::string& master) {
   return "127.0.0.1";
 }
 
-template <typename T>
-gloo::AllreduceOptions::Func reduceFn(RedOp op) {
-  using F = void (*)(void*, const void*, const void*, size_t);
-  switch (op) {
-    case RedOp::Max: return static_cast<F>(&gloo::max<T>);
-    case RedOp::Min: return static_cast<F>(&gloo::min<T>);
-    default: return static_cast<F>(&gloo::sum<T>);
-  }
+}  // namespace
+
+bool glooAvailable(std::string* why) { return loadGloo(why) != nullptr; }
+
+namespace {
+std::string glooWhy() {
+  std::string why;
+  loadGloo(&why);
+  return why;
 }
-#endif
-
-
 }  // namespace
 
 struct ProcessGroup::Impl {
-#ifdef MIXPREC_WITH_GLOO
-  std::shared_ptr<gloo::rendezvous::Context> gloo;
-#endif
+  std::shared_ptr<GlooComm> gloo;  // shared with the queued jobs
   const NcclApi* nccl = nullptr;
   ncclComm_t comm = nullptr;
 };
@@ -88,26 +80,21 @@ ProcessGroup::ProcessGroup(const GroupOptions& o) : opts_(o), impl_(std::make_un
   if (o.worldSize < 1 || o.rank < 0 || o.rank >= o.worldSize)
     fail("E_ARG", "rank " + std::to_string(o.rank) + " is outside a world of " + std::to_string(o.worldSize));
   std::string why;
-  bool haveGloo = glooCompiled(&why);
-  if (o.backend == "gloo" && !haveGloo) fail("E_DIST", "backend 'gloo': " + why);
+  GlooConnectFn connect = loadGloo(&why);
+  if (o.backend == "gloo" && !connect) fail("E_DIST", "backend 'gloo': " + why);
   if (o.backend == "nccl" && !(impl_->nccl = ncclApi(&why))) fail("E_DIST", "backend 'nccl': " + why);
   store_ = o.storeDir.empty() ? tcpStore(o.masterAddr, o.masterPort, o.rank, o.rank == 0, o.timeout)
                               : fileStore(o.storeDir, o.timeout);
-#ifdef MIXPREC_WITH_GLOO
-  try {
-    gloo::transport::tcp::attr attr;
-    attr.hostname = glooHostname(o.masterAddr);
-    auto dev = gloo::transport::tcp::CreateDevice(attr);
-    impl_->gloo = std::make_shared<gloo::rendezvous::Context>(o.rank, o.worldSize);
-    impl_->gloo->setTimeout(o.timeout);
-    GlooStoreAdapter adapter(*store_, o.timeout);
-    impl_->gloo->connectFullMesh(adapter, dev);
-  } catch (const mp::Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    fail("E_DIST", std::string("rank ") + std::to_string(o.rank) + " could not connect to the other ranks: " + e.what());
+  // Gloo for host memory whenever it loads (the 'nccl' backend too: host values, barriers).
+  if (connect) {
+    try {
+      impl_->gloo.reset(connect(*store_, o.rank, o.worldSize, o.timeout, glooHostname(o.masterAddr)));
+    } catch (const mp::Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      fail("E_DIST", std::string("rank ") + std::to_string(o.rank) + " could not connect to the other ranks: " + e.what());
+    }
   }
-#endif
   if (impl_->nccl) {
     // Rank 0 makes the NCCL id; the others read it from the store.
     const NcclApi& api = *impl_->nccl;
@@ -120,6 +107,7 @@ ProcessGroup::ProcessGroup(const GroupOptions& o) : opts_(o), impl_(std::make_un
       if (v.size() != sizeof id.internal) fail("E_DIST", "the NCCL id in the store has the wrong size");
       std::memcpy(id.internal, v.data(), v.size());
     }
+    getBackend(o.device)->stream();  // makes its GPU current: the communicator is bound to it
     ncclCheck(api, api.commInitRank(&impl_->comm, o.worldSize, id, o.rank), "ncclCommInitRank", nullptr);
   }
   thread_ = std::thread([this] { worker(); });
@@ -134,9 +122,7 @@ ProcessGroup::~ProcessGroup() {
   if (thread_.joinable()) thread_.join();
   if (!error_.empty() && opts_.rank == 0) store_->drain(std::min(opts_.timeout, Millis(5000)));
   if (impl_->comm) (error_.empty() ? impl_->nccl->commDestroy : impl_->nccl->commAbort)(impl_->comm);
-#ifdef MIXPREC_WITH_GLOO
   impl_->gloo.reset();
-#endif
   store_.reset();
 }
 
@@ -220,10 +206,10 @@ std::string ProcessGroup::whoFailed(uint64_t seq, bool timedOut) {
       gone = store_->goneRanks();
     }
     if (!gone.empty()) {
-      std::sort(gone.begin(), gone.end());
-      std::string s;
-      for (int r : gone) s += (s.empty() ? "" : ", ") + std::to_string(r);
-      return (gone.size() == 1 ? "rank " : "ranks ") + s + (gone.size() == 1 ? " has" : " have") + " exited";
+      // The first to go is the likely cause; the others may have exited on their own E_DIST since.
+      std::string then;
+      for (size_t i = 1; i < gone.size(); ++i) then += (then.empty() ? "" : ", ") + std::to_string(gone[i]);
+      return "rank " + std::to_string(gone[0]) + " has exited" + (then.empty() ? "" : " (then rank " + then + ")");
     }
     if (!timedOut) return "a connection to another rank failed";
     std::string key = "stalled/" + std::to_string(seq) + "/";
@@ -243,47 +229,18 @@ std::string ProcessGroup::whoFailed(uint64_t seq, bool timedOut) {
 void ProcessGroup::allReduce(Backend* be, void* ptr, size_t count, Elem elem, RedOp op) {
   if (count == 0) return;
   if (std::string(be->name()) != "cpu") {
-    // Device memory: NCCL on the default stream, synchronous (the CUDA path has no overlap yet).
+    // Device memory: NCCL, enqueued on the backend's own stream, so it is ordered after the
+    // kernels that wrote the data and before those that read it (no host synchronisation).
     if (!impl_->comm) fail("E_DIST", "a CUDA tensor needs the 'nccl' backend (this group is '" + opts_.backend + "')");
-    wait();
     const NcclApi& api = *impl_->nccl;
     ncclDataType_t t = elem == Elem::F32 ? ncclFloat32 : elem == Elem::F64 ? ncclFloat64 : ncclInt32;
     ncclRedOp_t r = op == RedOp::Sum ? ncclSum : op == RedOp::Max ? ncclMax : op == RedOp::Min ? ncclMin : ncclAvg;
-    be->synchronize();
-    ncclCheck(api, api.allReduce(ptr, ptr, count, t, r, impl_->comm, nullptr), "ncclAllReduce", impl_->comm);
-    be->synchronize();
+    ncclCheck(api, api.allReduce(ptr, ptr, count, t, r, impl_->comm, be->stream()), "ncclAllReduce", impl_->comm);
     return;
   }
-#ifdef MIXPREC_WITH_GLOO
-  auto ctx = impl_->gloo;
-  int world = opts_.worldSize;
-  enqueue("allReduce", [ctx, ptr, count, elem, op, world](uint32_t tag) {
-    gloo::AllreduceOptions o(ctx);
-    o.setTag(tag);
-    if (elem == Elem::F32) {
-      o.setOutput(static_cast<float*>(ptr), count);
-      o.setReduceFunction(reduceFn<float>(op));
-    } else if (elem == Elem::F64) {
-      o.setOutput(static_cast<double*>(ptr), count);
-      o.setReduceFunction(reduceFn<double>(op));
-    } else {
-      o.setOutput(static_cast<int32_t*>(ptr), count);
-      o.setReduceFunction(reduceFn<int32_t>(op));
-    }
-    gloo::allreduce(o);
-    if (op == RedOp::Avg) {
-      // Divided after the sum (not each input before it): the same bits on every rank.
-      if (elem == Elem::F32) for (float* p = static_cast<float*>(ptr); p < static_cast<float*>(ptr) + count; ++p) *p /= static_cast<float>(world);
-      else if (elem == Elem::F64) for (double* p = static_cast<double*>(ptr); p < static_cast<double*>(ptr) + count; ++p) *p /= world;
-      else for (int32_t* p = static_cast<int32_t*>(ptr); p < static_cast<int32_t*>(ptr) + count; ++p) *p /= world;
-    }
-  });
-#else
-  (void)elem; (void)op; (void)ptr;
-  std::string why;
-  glooCompiled(&why);
-  fail("E_DIST", "host (CPU) tensors need Gloo: " + why);
-#endif
+  auto comm = impl_->gloo;
+  if (!comm) fail("E_DIST", "host (CPU) tensors need Gloo: " + glooWhy());
+  enqueue("allReduce", [comm, ptr, count, elem, op](uint32_t tag) { comm->allReduce(ptr, count, elem, op, tag); });
 }
 
 void ProcessGroup::broadcast(Backend* be, void* ptr, size_t bytes, int root) {
@@ -291,50 +248,34 @@ void ProcessGroup::broadcast(Backend* be, void* ptr, size_t bytes, int root) {
   if (bytes == 0) return;
   if (std::string(be->name()) != "cpu") {
     if (!impl_->comm) fail("E_DIST", "a CUDA tensor needs the 'nccl' backend (this group is '" + opts_.backend + "')");
-    wait();
     const NcclApi& api = *impl_->nccl;
-    be->synchronize();
-    ncclCheck(api, api.broadcast(ptr, ptr, bytes, ncclUint8, root, impl_->comm, nullptr), "ncclBroadcast", impl_->comm);
-    be->synchronize();
+    ncclCheck(api, api.broadcast(ptr, ptr, bytes, ncclUint8, root, impl_->comm, be->stream()), "ncclBroadcast", impl_->comm);
     return;
   }
-#ifdef MIXPREC_WITH_GLOO
-  auto ctx = impl_->gloo;
-  enqueue("broadcast", [ctx, ptr, bytes, root](uint32_t tag) {
-    gloo::BroadcastOptions o(ctx);
-    o.setTag(tag);
-    o.setOutput(static_cast<char*>(ptr), bytes);
-    o.setRoot(root);
-    gloo::broadcast(o);
-  });
-#else
-  fail("E_DIST", "host (CPU) tensors need Gloo");
-#endif
+  auto comm = impl_->gloo;
+  if (!comm) fail("E_DIST", "host (CPU) tensors need Gloo: " + glooWhy());
+  enqueue("broadcast", [comm, ptr, bytes, root](uint32_t tag) { comm->broadcast(ptr, bytes, root, tag); });
 }
 
 void ProcessGroup::barrier() {
-#ifdef MIXPREC_WITH_GLOO
-  auto ctx = impl_->gloo;
-  enqueue("barrier", [ctx](uint32_t tag) {
-    gloo::BarrierOptions o(ctx);
-    o.setTag(tag);
-    gloo::barrier(o);
-  });
-  wait();
-#else
-  // NCCL only: a one-element all-reduce on the device is the barrier.
-  Backend* be = getBackend("cuda");
+  if (auto comm = impl_->gloo) {
+    enqueue("barrier", [comm](uint32_t tag) { comm->barrier(tag); });
+    wait();
+    return;
+  }
+  // NCCL without Gloo: a one-element all-reduce on the device, waited for, is the barrier.
+  Backend* be = getBackend(opts_.device);
   void* p = be->alloc(4);
   try {
     int32_t zero = 0;
     be->copyIn(p, &zero, 4);
     allReduce(be, p, 1, Elem::I32, RedOp::Sum);
+    be->synchronize();
   } catch (...) {
     be->release(p);
     throw;
   }
   be->release(p);
-#endif
 }
 
 }  // namespace mp::dist

@@ -17,12 +17,10 @@
 #include <thread>
 
 #include "../core/backend.h"
+#include "gloo_plugin.h"
 #include "store.h"
 
 namespace mp::dist {
-
-enum class RedOp { Sum, Max, Min, Avg };
-enum class Elem { F32, F64, I32 };
 
 struct GroupOptions {
   std::string backend;  // "gloo" | "nccl"
@@ -30,11 +28,12 @@ struct GroupOptions {
   std::string masterAddr = "127.0.0.1";
   int masterPort = 29500;
   std::string storeDir;  // non-empty: a file store in this folder instead of the TCP store
+  std::string device = "cuda";  // nccl: the backend whose GPU and stream the collectives use
   Millis timeout{60000};
 };
 
-// Whether Gloo is compiled in; why not, when it is not.
-bool glooCompiled(std::string* why);
+// Whether the Gloo plugin was built and loads here; why not, when it does not.
+bool glooAvailable(std::string* why);
 
 class ProcessGroup {
  public:

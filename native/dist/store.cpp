@@ -180,7 +180,7 @@ class Server {
       if (!writeAll(fd, &status, 1) || !writeBlob(fd, reply.data(), static_cast<uint32_t>(reply.size()))) break;
     }
     std::lock_guard<std::mutex> g(mu_);
-    if (rank >= 0 && !stopping_) gone_.insert(rank);
+    if (rank >= 0 && !stopping_ && std::find(gone_.begin(), gone_.end(), rank) == gone_.end()) gone_.push_back(rank);
     clients_.erase(fd);
     ::close(fd);
     cv_.notify_all();
@@ -194,7 +194,7 @@ class Server {
   std::condition_variable cv_;
   bool stopping_ = false;
   std::set<int> clients_;
-  std::set<int> gone_;
+  std::vector<int> gone_;  // in the order they disconnected: the first is the likely cause
   std::map<std::string, std::vector<char>> data_;
 };
 

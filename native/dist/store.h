@@ -21,8 +21,9 @@ class Store {
   virtual bool check(const std::string& key) = 0;
   // Atomically adds `delta` to the integer under `key` (0 when absent) and returns the sum.
   virtual int64_t add(const std::string& key, int64_t delta) = 0;
-  // Ranks whose connection to the store closed (their process exited): the TCP store sees that
-  // at once, which names the rank behind a failed collective. A file store cannot: empty.
+  // Ranks whose connection to the store closed (their process exited), first to last: the TCP
+  // store sees that at once, which names the rank behind a failed collective. A file store
+  // cannot: empty.
   virtual std::vector<int> goneRanks() { return {}; }
   // Rank 0 after a failure: keeps serving until every other rank has disconnected (at most
   // `limit`), so that they can still ask who failed — rank 0 is often the first to exit.

@@ -72,6 +72,7 @@ Napi::Value DistInit(const Napi::CallbackInfo& info) {
     g.masterAddr = stringField(o, "masterAddr", "127.0.0.1");
     g.masterPort = intField(o, "masterPort", 1, 65535);
     g.storeDir = stringField(o, "storeDir", "");
+    g.device = stringField(o, "device", "cuda");
     g.timeout = mp::dist::Millis(intField(o, "timeoutMs", 1, 2147483647));
     theGroup() = std::make_unique<ProcessGroup>(g);
     return info.Env().Undefined();
@@ -152,7 +153,7 @@ Napi::Value DistInfo(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Object o = Napi::Object::New(env);
     std::string why;
-    bool gloo = mp::dist::glooCompiled(&why);
+    bool gloo = mp::dist::glooAvailable(&why);
     o.Set("gloo", gloo);
     if (!gloo) o.Set("glooReason", why);
     why.clear();

@@ -1,7 +1,7 @@
 // The process group, as torch.distributed's default group: init() once per process (from
 // torchrun's environment variables by default, which `mixprec launch` sets), then collectives on
 // tensors. Host tensors go through Gloo, CUDA tensors through NCCL (native/dist).
-import { backends, Device } from '../backends';
+import { backends, Device, resolveDevice } from '../backends';
 import { MixprecError } from '../errors';
 import { native } from '../native';
 import { noGrad } from '../autograd/scope';
@@ -34,7 +34,7 @@ export interface GroupInfo {
   backend: 'gloo' | 'nccl';
   /** Rank within this machine ($LOCAL_RANK): the GPU a CUDA job uses is cuda:localRank. */
   localRank: number;
-  /** The device this rank trains on: 'cpu' for Gloo, `cuda:${localRank}` for NCCL. */
+  /** The device this rank trains on: 'cpu' for Gloo, cuda:localRank for NCCL ('cuda' for GPU 0). */
   device: Device;
 }
 
@@ -81,8 +81,10 @@ export function init(opts: InitOptions = {}): GroupInfo {
     const cuda = backends().find((b) => b.name === 'cuda');
     backend = cuda?.available && available().nccl ? 'nccl' : 'gloo';
   }
-  native().distInit({ backend, rank, worldSize, masterAddr, masterPort, storeDir: opts.storeDir, timeoutMs });
-  current = { rank, worldSize, backend: backend as 'gloo' | 'nccl', localRank, device: backend === 'nccl' ? `cuda:${localRank}` : 'cpu' };
+  // NCCL: this rank's GPU is cuda:LOCAL_RANK (as torchrun's convention).
+  const device: Device = backend === 'nccl' ? resolveDevice(`cuda:${localRank}`) : 'cpu';
+  native().distInit({ backend, rank, worldSize, masterAddr, masterPort, storeDir: opts.storeDir, timeoutMs, device });
+  current = { rank, worldSize, backend: backend as 'gloo' | 'nccl', localRank, device };
   return { ...current };
 }
 

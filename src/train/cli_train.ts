@@ -11,6 +11,7 @@ import { Trainer, EpochInfo } from './trainer';
 import { StepRecord, trainingCurves } from '../diagnostics/plots';
 import { GptFlags, trainGpt } from './cli_gpt';
 import { checkWritable, writeOutput } from '../util/files';
+import * as dist from '../distributed/group';
 
 export interface TrainFlags {
   dataset: string; precision: Precision; epochs: number; batchSize: number; lr: number; optimizer: 'sgd' | 'adam' | 'adamw';
@@ -77,8 +78,15 @@ export function addTrainCommand(program: Command): void {
     .option('--no-progress', 'no progress bar even on a TTY')
     .action(async (flags: TrainFlags & GptFlags & { model: 'mlp' | 'gpt' }, cmd: Command) => {
       const explicit = (name: string) => cmd.getOptionValueSource(name) === 'cli';
-      const code = flags.model === 'gpt' ? await trainGpt(flags, explicit) : await train(flags, explicit);
-      process.exitCode = code;
+      // Started by `mixprec launch` (or torchrun's variables): join the job; every rank trains.
+      const launched = Number(process.env.WORLD_SIZE ?? 1) > 1;
+      if (launched) dist.init();
+      try {
+        const code = flags.model === 'gpt' ? await trainGpt(flags, explicit) : await train(flags, explicit);
+        process.exitCode = code;
+      } finally {
+        if (launched && process.exitCode === 0) dist.destroy();
+      }
     });
 }
 
@@ -103,8 +111,10 @@ export function mlp(inFeatures: number, hidden: number[], classes: number, activ
 /** Runs the training job; returns the exit code (0, or 130 when stopped by Ctrl-C). */
 export async function train(f: TrainFlags, explicit: (flag: string) => boolean): Promise<number> {
   const lossScale = lossScaleOption(f.lossScale);
-  const out = (o: object) => f.json && console.log(JSON.stringify(o));
-  const say = (s: string) => !f.json && console.log(s);
+  // Under `mixprec launch` every rank trains on its shard; rank 0 alone reports and plots.
+  const main = dist.rank() === 0, W = dist.worldSize();
+  const out = (o: object) => main && f.json && console.log(JSON.stringify(o));
+  const say = (s: string) => main && !f.json && console.log(s);
   const t0 = process.hrtime.bigint();
   // Outputs are checked before the run is spent on them (a missing folder is created, as --plot's).
   for (const file of [f.save, f.plot]) if (file) checkWritable(file);
@@ -116,7 +126,9 @@ export async function train(f: TrainFlags, explicit: (flag: string) => boolean):
     trainer = await Trainer.load(f.resume, { device: f.device });
     if (!explicit('batchSize') && trainer.batchSize) f.batchSize = trainer.batchSize; // continue as saved
     const sched = trainer.options.lrSchedule;
-    const planned = sched.type === 'cosine' ? sched.totalSteps / Math.ceil(data.train.n / f.batchSize) : null;
+    const planned = sched.type === 'cosine' ? sched.totalSteps / Math.ceil(Math.ceil(data.train.n / W) / f.batchSize) : null;
+    if (planned !== null && !Number.isInteger(planned))
+      throw new InvalidArgumentError(`the checkpoint's cosine schedule was planned for ${sched.type === 'cosine' ? sched.totalSteps : 0} steps, which is not a whole number of epochs at batch ${f.batchSize} x ${W} rank(s): resume with the batch size and world size it was trained with`);
     if (planned !== null && planned !== f.epochs)
       throw new InvalidArgumentError(`the checkpoint's cosine schedule was planned for ${planned} epochs: resume with --epochs ${planned} (train with --schedule constant to extend runs)`);
     say(`resumed ${f.resume}: epoch ${trainer.epoch}, step ${trainer.iteration}`);
@@ -124,14 +136,14 @@ export async function train(f: TrainFlags, explicit: (flag: string) => boolean):
     const model = mlp(784, f.hidden, 10, f.activation, f.seed);
     trainer = new Trainer(model, {
       optimizer: { type: f.optimizer, lr: f.lr }, precision: f.precision, lossScale, maxGradNorm: f.maxGradNorm,
-      lrSchedule: f.schedule === 'cosine' ? { type: 'cosine', totalSteps: f.epochs * Math.ceil(data.train.n / f.batchSize) } : { type: 'constant' },
+      lrSchedule: f.schedule === 'cosine' ? { type: 'cosine', totalSteps: f.epochs * Math.ceil(Math.ceil(data.train.n / W) / f.batchSize) } : { type: 'constant' },
       labelSmoothing: f.labelSmoothing, device: f.device, seed: f.seed, masterWeights: f.masterWeights ?? true,
     });
   }
   const cuda = backends().find((b) => b.name === 'cuda');
   const where = trainer.device === 'cuda' ? `cuda (${cuda?.device?.name ?? 'GPU'})` : `cpu${cuda && !cuda.available ? ` (CUDA: ${cuda.reason})` : ''}`;
   const params = trainer.model.parameterSpecs().reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0);
-  say(`mixprec train: MNIST ${data.train.n}/${data.test.n}, MLP ${[784, ...trainer.model.layers.flatMap((l) => (l instanceof Linear ? [l.config.outFeatures] : []))].join('-')} (${params} parameters), ${trainer.precision}, ${trainer.optimizer.kind}, batch ${f.batchSize}, on ${where}`);
+  say(`mixprec train: MNIST ${data.train.n}/${data.test.n}, MLP ${[784, ...trainer.model.layers.flatMap((l) => (l instanceof Linear ? [l.config.outFeatures] : []))].join('-')} (${params} parameters), ${trainer.precision}, ${trainer.optimizer.kind}, batch ${f.batchSize}${W > 1 ? ` per rank x ${W} ranks` : ''}, on ${where}`);
   out({ event: 'start', precision: trainer.precision, device: trainer.device, parameters: params, batchSize: f.batchSize, epochs: f.epochs, seed: trainer.options.seed, masterWeights: trainer.options.masterWeights });
 
   let stopped = false;
@@ -139,12 +151,12 @@ export async function train(f: TrainFlags, explicit: (flag: string) => boolean):
     if (stopped) process.exit(130); // a second Ctrl-C: leave at once
     stopped = true;
     trainer.stop();
-    if (!f.json) process.stderr.write('\nstopping after the current step (Ctrl-C again to quit now)\n');
+    if (!f.json && main) process.stderr.write('\nstopping after the current step (Ctrl-C again to quit now)\n');
   };
   process.on('SIGINT', onSigint);
 
   const remaining = Math.max(0, f.epochs - trainer.epoch);
-  const bar = f.progress && !f.json && process.stdout.isTTY
+  const bar = main && f.progress && !f.json && process.stdout.isTTY
     ? new SingleBar({ format: 'epoch {epoch} [{bar}] {percentage}% | {value}/{total} | loss {loss} | scale {scale} | {eta_formatted} left', hideCursor: true }, Presets.shades_classic)
     : null;
   let minScale = trainer.scaler.scale;
@@ -159,7 +171,7 @@ export async function train(f: TrainFlags, explicit: (flag: string) => boolean):
         onStep: (s) => {
           if (f.plot) records.push({ step: s.step, loss: s.loss, scale: s.scale, skipped: s.skipped });
           minScale = Math.min(minScale, s.scale);
-          samples += f.batchSize;
+          samples += f.batchSize * W;
           if (bar) {
             if (s.batch === 1 || !bar.getTotal()) bar.start(s.batches, s.batch, { epoch: s.epoch + 1, loss: '-', scale: s.scale });
             bar.update(s.batch, { epoch: s.epoch + 1, loss: Number.isFinite(s.loss) ? s.loss.toFixed(4) : String(s.loss), scale: s.scale });
@@ -183,7 +195,8 @@ export async function train(f: TrainFlags, explicit: (flag: string) => boolean):
     await trainer.save(f.save);
     say(`saved ${f.save}`);
   }
-  if (f.plot) {
+  stopped = trainer.stopRequested; // data-parallel: Ctrl-C on any rank
+  if (f.plot && main) {
     const what = `MNIST ${trainer.precision}${trainer.options.masterWeights ? '' : ', no master weights'}${trainer.scaler.enabled ? `, loss scale ${trainer.scaler.dynamic ? 'dynamic' : `static ${trainer.scaler.scale}`}` : ''}`;
     writeOutput(f.plot, trainingCurves(records, what));
     say(`wrote ${f.plot}`);

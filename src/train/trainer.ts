@@ -185,7 +185,8 @@ export class Trainer<M extends Module = Sequential> {
     if (distOpt !== false && !dist.isInitialized()) throw new MixprecError('E_STATE', 'distributed: the process group is not initialized (call mixprec.distributed.init() first)');
     const optimizer = makeOptimizer(opts.optimizer);
     const scaler = makeScaler(opts.lossScale, precision);
-    const device = opts.device ?? (distOpt !== false ? dist.group().device : 'auto');
+    // Data-parallel: 'auto' is the group's device (cpu for Gloo, cuda:LOCAL_RANK for NCCL).
+    const device = distOpt !== false && (opts.device === undefined || opts.device === 'auto') ? dist.group().device : opts.device ?? 'auto';
     this.store = model.bind(precision, device);
     this.reducer = null;
     if (distOpt !== false) {
@@ -222,8 +223,10 @@ export class Trainer<M extends Module = Sequential> {
   get batchSize(): number | null { return this.#batchSize; }
   get computeDtype(): DType { return LOW[this.precision]; }
 
-  /** Ask fit() to stop after the current step. */
+  /** Ask fit() to stop after the current step (data-parallel: every rank stops after the same step). */
   stop(): void { this.#stopRequested = true; }
+  /** Whether stop() was called (data-parallel: on any rank, as of the last step). Cleared when fit() starts. */
+  get stopRequested(): boolean { return this.#stopRequested; }
 
   /**
    * Forward + loss + backward on a batch, without an optimizer step: leaves the gradients (times
@@ -247,7 +250,13 @@ export class Trainer<M extends Module = Sequential> {
     if (!this.options.masterWeights && w) copyInto(this.store.master, w); // ablation: the master is only ever the rounded weight
     this.#iteration += 1;
     let loss = this.#readLoss(B, N, shared ? r.extra : undefined).loss;
-    if (this.reducer) loss = dist.allReduceNumbers(Float64Array.of(loss), 'avg')[0]; // the mean over the ranks' batches
+    if (this.reducer) {
+      // The mean loss over the ranks' batches; and stop() on any rank (Ctrl-C reaches them at
+      // slightly different steps) stops every rank after this same step.
+      const v = dist.allReduceNumbers(Float64Array.of(loss, this.#stopRequested ? 1 : 0), 'sum');
+      loss = v[0] / dist.worldSize();
+      if (v[1] > 0) this.#stopRequested = true;
+    }
     this.#consecutiveSkipped = r.skipped ? this.#consecutiveSkipped + 1 : 0;
     this.#warnAbout(loss, r.skipped);
     return { loss, skipped: r.skipped, scale: r.scale, gradNorm: r.gradNorm, lr, consecutiveSkipped: this.#consecutiveSkipped };

@@ -54,6 +54,7 @@ async function main() {
         callbacks: {
           onStep: (s) => {
             record.steps.push({ loss: s.loss, skipped: s.skipped, scale: s.scale, gradNorm: s.gradNorm });
+            record.overlapped = Math.max(record.overlapped ?? 0, trainer.reducer.launchedDuringBackward);
             if (s.step === cfg.failAt && rank === cfg.failRank) {
               if (cfg.scenario === 'die') process.kill(process.pid, 'SIGKILL');
               if (cfg.scenario === 'hang') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 30000); // alive, not answering
