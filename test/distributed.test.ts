@@ -176,6 +176,14 @@ maybe('data-parallel Trainer on Gloo (loopback processes)', () => {
     }
   });
 
+  test('rank 0 (which serves the store) killed mid-run: the others exit with E_DIST saying so', async () => {
+    const { status, records, seconds } = await job(2, { ...dying, failRank: 0 }, { timeoutMs: 15000, direct: true });
+    expect(status).not.toBe(0);
+    expect(seconds).toBeLessThan(15);
+    expect(records[1].error?.code).toBe('E_DIST');
+    expect(records[1].error?.message).toMatch(/rank 0 has exited/);
+  });
+
   test('a rank killed mid-run under mixprec launch: launch stops the others and exits with the dead rank\'s status', async () => {
     const { status, text, seconds } = await job(3, dying, { timeoutMs: 15000 });
     expect(status).toBe(128 + os.constants.signals.SIGKILL);
@@ -209,6 +217,38 @@ maybe('data-parallel Trainer on Gloo (loopback processes)', () => {
       expect(r0.iteration).toBe(savedSteps + r0.history![0].steps);
       for (const r of resumed.records.slice(1)) expect(r.final).toBe(r0.final);
     }
+  });
+});
+
+describe('mixprec train under mixprec launch', () => {
+  const cli = path.join(__dirname, '..', 'dist', 'cli.js');
+  const run = async (args: string[]) => {
+    const out = new PassThrough();
+    let text = '';
+    out.on('data', (d) => (text += d));
+    const status = await launch({ nprocPerNode: 2, masterPort: await freePort(), timeoutMs: 30000, stdout: out, stderr: out, forwardSignals: false, env: { ...process.env, MIXPREC_NUM_THREADS: '1' } },
+      [process.execPath, cli, 'train', '--json', ...args]);
+    const lines = text.trim().split('\n');
+    return { status, text, lines, json: lines.filter((l) => /^\[rank \d\] \{/.test(l)).map((l) => ({ rank: Number(l[6]), ...JSON.parse(l.slice(l.indexOf('{'))) })) };
+  };
+  (skipWhy ? test.skip : test)('MNIST: two ranks train one job; rank 0 alone reports, and saves', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mixprec-dist-cli-'));
+    const r = await run(['--epochs', '1', '--hidden', '32', '--batch-size', '256', '--save', path.join(dir, 'm.mpk')]);
+    expect({ status: r.status, text: r.status ? r.text : '' }).toEqual({ status: 0, text: '' });
+    expect(r.json.every((o) => o.rank === 0)).toBe(true);
+    const summary = r.json.find((o) => o.event === 'summary');
+    expect(summary.steps).toBe(Math.ceil(60000 / 2 / 256)); // each rank a half of every epoch
+    expect(summary.testAccuracy).toBeGreaterThan(0.85);
+    expect(fs.readdirSync(dir)).toEqual(['m.mpk']);
+  });
+  (skipWhy ? test.skip : test)('GPT: two ranks, sharded validation; rank 0 alone reports', async () => {
+    const r = await run(['--model', 'gpt', '--iters', '4', '--layers', '1', '--heads', '2', '--embd', '16', '--block-size', '8', '--eval-interval', '2', '--eval-iters', '4']);
+    expect({ status: r.status, text: r.status ? r.text : '' }).toEqual({ status: 0, text: '' });
+    expect(r.json.every((o) => o.rank === 0)).toBe(true);
+    expect(r.json.filter((o) => o.event === 'eval')).toHaveLength(2);
+    const summary = r.json.find((o) => o.event === 'summary');
+    expect(summary.iters).toBe(4);
+    expect(summary.finalValLoss).toBeLessThan(Math.log(98) + 0.5);
   });
 });
 

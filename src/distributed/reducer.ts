@@ -1,9 +1,11 @@
 // The data-parallel gradient all-reduce (PyTorch DDP's Reducer, on the flat gradient buffer):
 // the store is cut into buckets of ~25 MB of FP32, in reverse parameter order (the order the
-// backward completes them); a bucket is all-reduced (mean) as soon as the last op using its
+// backward completes them); a bucket is all-reduced (summed) as soon as the last op using its
 // parameters has run, on the communication thread, while the backward goes on. Buckets launch in
 // index order on every rank, so the ranks' collectives always match. FP16 / BF16 gradients are
-// widened to FP32 first (summed in FP32; the step then reads that buffer).
+// widened to FP32 first (summed in FP32; the step then reads that buffer). The mean is the sum
+// of gradients already divided by the world size: the Trainer divides its backward's seed (as
+// PyTorch's DDP divides each bucket before its all-reduce), so no pass over the buffer is added.
 import type { ParameterStore } from '../amp/store';
 import { MixprecError } from '../errors';
 import { native } from '../native';
@@ -79,7 +81,7 @@ export class GradientReducer {
     this.#target = null;
   }
 
-  /** All buckets at once, after the backward (gradient accumulation, or a user's own loop). */
+  /** All buckets at once, after the backward (gradient accumulation, or a user's own loop): sums them (divide the gradients by worldSize first for the mean). */
   allReduce(): void {
     this.begin();
     this.finish();
@@ -90,7 +92,7 @@ export class GradientReducer {
     const target = this.#target;
     if (!target) throw new MixprecError('E_STATE', 'GradientReducer: begin() was not called before the backward');
     if (target.convert) copyInto(target.tensor.narrow(0, b.start, b.end - b.start), this.#store.grads.narrow(0, b.start, b.end - b.start));
-    native().distAllReduce(target.tensor.handle(), b.start * 4, b.end - b.start, 'f32', 'avg', false);
+    native().distAllReduce(target.tensor.handle(), b.start * 4, b.end - b.start, 'f32', 'sum', false);
   }
 }
 

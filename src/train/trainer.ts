@@ -282,7 +282,10 @@ export class Trainer<M extends Module = Sequential> {
     const B = this.#checkBatch(x, y);
     // A batch smaller than gradAccumulation (an epoch's last) is split into B micro-batches of one.
     const N = Math.min(this.options.gradAccumulation, B);
-    const S = this.scaler.scale;
+    // Data-parallel: the seed also divides by the world size, so the all-reduced sum is the mean
+    // (exact for a power-of-two world: every gradient is scaled by 2^-k; FP16 gradients lose
+    // log2(W) bits of headroom at the bottom, which the dynamic loss scale gives back).
+    const S = this.scaler.scale / (reduce && this.reducer ? dist.worldSize() : 1);
     const xin = this.#inputIn(x);
     const stepSeed = hash32(this.options.seed, this.#iteration);
     const seq = this.model instanceof Sequential ? this.model : null;

@@ -8,6 +8,8 @@
 #include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/device.h>
 
+#include <type_traits>
+
 #include "../../core/error.h"
 #include "../gloo_plugin.h"
 
@@ -56,9 +58,17 @@ void reduce(const std::shared_ptr<gloo::Context>& ctx, T* p, size_t count, RedOp
   o.setOutput(p, count);
   o.setReduceFunction(reduceFn<T>(op));
   gloo::allreduce(o);
-  // Divided after the sum (not each input before it): the same bits on every rank.
-  if (op == RedOp::Avg)
-    for (size_t i = 0; i < count; ++i) p[i] /= static_cast<T>(ctx->size);
+  // Divided after the sum (not each input before it): the same bits on every rank. A power-of-two
+  // world multiplies by the exact reciprocal (the same bits as dividing, and it vectorises).
+  if (op != RedOp::Avg) return;
+  const int n = ctx->size;
+  if (std::is_floating_point<T>::value && (n & (n - 1)) == 0) {
+    const T r = static_cast<T>(1) / static_cast<T>(n);
+    for (size_t i = 0; i < count; ++i) p[i] *= r;
+  } else {
+    const T d = static_cast<T>(n);
+    for (size_t i = 0; i < count; ++i) p[i] /= d;
+  }
 }
 
 class Comm : public GlooComm {
