@@ -2,30 +2,19 @@
 // `mixprec launch`'s launch(); each rank (test/helpers/dist_worker.js) reports what it saw.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
 import * as mixprec from '../src';
 import { launch } from '../src/distributed/launch';
+import { freePort } from '../src/util/ports';
 
 const WORKER = path.join(__dirname, 'helpers', 'dist_worker.js');
 const have = mixprec.distributed.available();
 const compiled = fs.existsSync(path.join(__dirname, '..', 'dist', 'index.js'));
-const skipWhy = !have.gloo ? `Gloo not compiled in: ${have.glooReason}` : !compiled ? 'dist/ is not built (npm install builds it)' : '';
+const skipWhy = !have.gloo ? `Gloo unavailable: ${have.glooReason}` : !compiled ? 'dist/ is not built (npm install builds it)' : '';
 const maybe = skipWhy ? describe.skip : describe;
 if (skipWhy) test.skip(`distributed tests skipped: ${skipWhy}`, () => undefined);
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 interface RankRecord {
   rank: number; worldSize: number; buckets?: number; overlapped?: number; initial?: string; final?: string; scale?: number;

@@ -7,23 +7,13 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as mixprec from '../src';
+import { freePort } from '../src/util/ports';
 
 const dist = mixprec.distributed;
 const have = dist.available();
 const compiled = fs.existsSync(path.join(__dirname, '..', 'dist', 'index.js'));
 const maybe = have.gloo ? describe : describe.skip;
-if (!have.gloo) test.skip(`distributed API tests skipped: Gloo not compiled in: ${have.glooReason}`, () => undefined);
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+if (!have.gloo) test.skip(`distributed API tests skipped: Gloo unavailable: ${have.glooReason}`, () => undefined);
 
 function codeOf(f: () => unknown): string {
   try {

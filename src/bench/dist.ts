@@ -5,7 +5,6 @@
 // started by launch() (bench/dist_worker.js on the compiled package), so both layouts are measured
 // alike; rank 0 prints one JSON line, read here from launch()'s stdout.
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -13,6 +12,7 @@ import type { Precision } from '../amp/store';
 import { available } from '../distributed/group';
 import { launch } from '../distributed/launch';
 import { MixprecError } from '../errors';
+import { freePort } from '../util/ports';
 
 export interface AllReduceRow {
   sizeMb: number; bytes: number; reps: number;
@@ -56,19 +56,6 @@ export interface DistBenchResult {
 const WORKER = path.join(__dirname, '..', '..', 'bench', 'dist_worker.js');
 const PRECISIONS: Precision[] = ['fp32', 'bf16', 'fp16'];
 const TRAIN_WARMUP = 5, TRAIN_STEPS = 50;
-
-/** A port nothing listens on now (the kernel's pick for port 0). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** Runs the worker on `nproc` ranks with `threads` CPU threads each; returns rank 0's JSON line. */
 async function runWorker<T>(nproc: number, threads: number, config: object): Promise<T> {
