@@ -61,7 +61,11 @@ Napi::Value Alloc(const Napi::CallbackInfo& info) {
     LiveCount& live = liveCount(be->name());
     live.bytes += static_cast<int64_t>(bytes);
     live.allocations += 1;
-    auto ext = Napi::External<Storage>::New(info.Env(), s, [](Napi::Env env, Storage* st) {
+    // A basic finalizer: it touches no JS, so Node runs it inside the GC that collected the handle
+    // (not on a later turn of the event loop, which a training loop that never yields would never
+    // reach): memory of dropped, undisposed tensors is returned as soon as V8 collects them, and
+    // AdjustExternalMemory above makes V8 collect in step with the native memory, not the JS heap.
+    auto ext = Napi::External<Storage>::New(info.Env(), s, [](Napi::BasicEnv env, Storage* st) {
       try { releaseStorage(env, st); } catch (...) {}  // a finalizer must not throw
       delete st;
     });

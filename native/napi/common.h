@@ -53,7 +53,8 @@ inline Napi::Value guarded(const Napi::CallbackInfo& info, F f) {
   }
 }
 
-inline void releaseStorage(Napi::Env env, Storage* s) {
+// Runs inside GC (a basic finalizer) as well as from release(): no JS here.
+inline void releaseStorage(Napi::BasicEnv env, Storage* s) {
   if (!s->ptr) return;
   s->backend->release(s->ptr);
   Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(s->bytes));
