@@ -20,8 +20,11 @@ function translate(err: unknown): never {
 function load(): Binding {
   let raw: Binding;
   try {
+    // MIXPREC_ADDON: the path of an addon built elsewhere (a second build folder, e.g. while
+    // another build of this checkout is in use); by default the one `npm install` built.
+    const at = process.env.MIXPREC_ADDON;
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    raw = require('bindings')('mixprec') as Binding;
+    raw = (at ? require(require('node:path').resolve(at)) : require('bindings')('mixprec')) as Binding;
   } catch (err) {
     throw new MixprecError(
       'E_NO_ADDON',
