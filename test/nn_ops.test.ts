@@ -793,6 +793,11 @@ describeEachBackend('layerNorm', (device) => {
     let k = 0;
     for (const [xt, gt, yt] of FWD) for (const M of Ms) for (const N of Ns) await forwardCase(M, N, xt, gt, yt, [1e-5, 1e-3, 0.1][k++ % 3]);
   });
+  // Rows wider than 1,024 columns: the CUDA kernels' block-per-row path (a warp per row below).
+  const WIDE = [1025, 4100];
+  test(`forward: rows of ${WIDE.join(' and ')} columns, vs float64`, async () => {
+    for (const N of WIDE) for (const [xt, gt, yt] of FWD.slice(0, 2)) await forwardCase(5, N, xt, gt, yt, 1e-5);
+  });
   test('forward: rows offset far from 0 (the variance is taken about the mean, in two passes)', async () => {
     await forwardCase(33, 257, F32, F32, F32, 1e-5, 1000);
     await forwardCase(7, 33, F32, F16, BF16, 1e-5, -300);
@@ -818,8 +823,11 @@ describeEachBackend('layerNorm', (device) => {
   const BMs = [1, 7, 33, 300, 3000];
   const BWD: [DType, DType, DType, DType, DType][] = [
     [F32, F32, F32, F32, F32], [F16, F16, F32, F16, F32], [BF16, BF16, BF16, BF16, BF16], [F16, F32, F16, F32, F16]];
-  test(`backward: dx, dgamma, dbeta for M in ${BMs.join(', ')}, N in ${Ns.join(', ')} (given statistics), vs float64`, async () => {
-    for (const [dyt, xt, gt, dxt, dgt] of BWD) for (const M of BMs) for (const N of Ns) {
+  const backwardCases: [DType[], number, number][] = [];
+  for (const types of BWD) for (const M of BMs) for (const N of Ns) backwardCases.push([types, M, N]);
+  for (const N of WIDE) for (const types of BWD.slice(0, 2)) backwardCases.push([types, 6, N]);
+  test(`backward: dx, dgamma, dbeta for M in ${BMs.join(', ')}, N in ${Ns.join(', ')} and rows of ${WIDE.join(' and ')} (given statistics), vs float64`, async () => {
+    for (const [[dyt, xt, gt, dxt, dgt], M, N] of backwardCases) {
       const x = await inp(normal(M * N, 1 + rng(), rng() - 0.5), xt, device);
       const gamma = await inp(normal(N, 0.5, 1), gt, device), dy = await inp(normal(M * N), dyt, device);
       const stats = layerNorm64(x.v, gamma.v, gamma.v, M, N, 1e-5);
