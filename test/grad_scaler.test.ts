@@ -5,13 +5,17 @@
 import * as mixprec from '../src';
 import { makeRng } from './helpers/random';
 import { RefScaler } from './helpers/optim_ref';
+import { describeEachBackend } from './helpers/backends';
 
 const { GradScaler } = mixprec.amp;
 const rng = makeRng('grad_scaler.test');
 
+function errorOf(f: () => unknown): mixprec.MixprecError | undefined {
+  try { f(); } catch (e) { expect(e).toBeInstanceOf(mixprec.MixprecError); return e as mixprec.MixprecError; }
+  return undefined;
+}
 function codeOf(f: () => unknown): string {
-  try { f(); } catch (e) { expect(e).toBeInstanceOf(mixprec.MixprecError); return (e as mixprec.MixprecError).code; }
-  return 'no error';
+  return errorOf(f)?.code ?? 'no error';
 }
 
 test("PyTorch's defaults", () => {
@@ -159,4 +163,143 @@ test('invalid options and malformed states are typed errors; a failed load chang
   expect(s.stateDict()).toEqual(good);
   expect(codeOf(() => s.update(1 as never))).toBe('E_ARG');
   expect(codeOf(() => s.update())).toBe('E_STATE'); // nothing recorded since the last update
+});
+
+test('options that cannot be read (a throwing getter, a Proxy whose trap throws) are E_ARG, and each option is read once', () => {
+  const boom = () => { throw new Error('boom'); };
+  const getter = Object.defineProperty({}, 'initScale', { get: boom, enumerable: true });
+  const e = errorOf(() => new GradScaler(getter));
+  expect(e?.code).toBe('E_ARG');
+  expect(e?.message).toMatch(/GradScaler options.*boom/);
+  for (const trap of ['get', 'ownKeys', 'getOwnPropertyDescriptor'] as const) {
+    const p = new Proxy({ initScale: 8 }, { [trap]: boom });
+    expect(codeOf(() => new GradScaler(p))).toBe('E_ARG');
+    expect(codeOf(() => GradScaler.from(p))).toBe('E_ARG');
+  }
+  expect(codeOf(() => GradScaler.from(new Proxy({}, { getPrototypeOf: boom })))).toBe('E_ARG');
+  // A getter that answers differently on its second read: the value checked is the value kept.
+  let reads = 0;
+  const fickle = Object.defineProperty({}, 'initScale', { get: () => (reads++ === 0 ? 8 : -1), enumerable: true });
+  expect(new GradScaler(fickle).scale).toBe(8);
+  expect(reads).toBe(1);
+  // A state dict that cannot be read is E_STATE (as every malformed state), and changes nothing.
+  const s = new GradScaler({ initScale: 4 });
+  const good = s.stateDict();
+  expect(codeOf(() => s.loadStateDict(Object.defineProperty({ ...good }, 'scale', { get: boom, enumerable: true })))).toBe('E_STATE');
+  expect(codeOf(() => s.loadStateDict({ ...good, options: new Proxy(good.options, { ownKeys: boom }) }))).toBe('E_STATE');
+  expect(codeOf(() => s.loadStateDict({ ...good, counters: new Proxy(good.counters, { get: boom }) }))).toBe('E_STATE');
+  expect(codeOf(() => s.loadStateDict(new Proxy(good, { get: boom })))).toBe('E_STATE');
+  expect(s.stateDict()).toEqual(good);
+  // step() options likewise.
+  expect(codeOf(() => s.step(null as never, null as never, new Proxy({ maxNorm: 1 }, { get: boom })))).toBe('E_ARG');
+});
+
+describeEachBackend('split unscale() / step(): per (store, optimizer)', (device) => {
+  const SPECS = [{ name: 'w', shape: [5, 7] }, { name: 'b', shape: [5] }];
+  const OTHER = [{ name: 'w', shape: [3, 3] }];
+  const size = (specs: { shape: number[] }[]) => specs.reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0);
+  const flat = (entries: { data: Float32Array }[]) => Float32Array.from(entries.flatMap((e) => Array.from(e.data)));
+  function newStore(specs = SPECS, seed = 0) {
+    const store = mixprec.amp.parameterStore(specs, { precision: 'fp16', device });
+    store.loadParameters(specs.map((s, j) => ({ name: s.name, data: Float32Array.from({ length: size([s]) }, (_, i) => Math.sin(1 + i + 10 * j + seed)) })));
+    store.loadGradients(specs.map((s, j) => ({ name: s.name, data: Float32Array.from({ length: size([s]) }, (_, i) => 1024 * 0.01 * Math.cos(i + 3 * j + seed)) })));
+    return store;
+  }
+  const stores: mixprec.amp.ParameterStore[] = [];
+  const track = (s: mixprec.amp.ParameterStore) => (stores.push(s), s);
+  afterAll(() => { for (const s of stores) s.dispose(); });
+
+  test('unscale(A, opt); step(B, opt) is E_STATE naming the mismatch, and leaves both stores\' masters unchanged', () => {
+    for (const make of [() => mixprec.optim.sgd({ lr: 0.1 }), () => mixprec.optim.adam({ lr: 0.1 })]) {
+      const a = track(newStore(SPECS, 0)), b = track(newStore(SPECS, 1)); // the same size: the moments fit both
+      const opt = make();
+      const s = new GradScaler({ initScale: 1024 });
+      const a0 = flat(a.parameters()), b0 = flat(b.parameters());
+      s.unscale(a, opt);
+      const before = s.stateDict();
+      const e = errorOf(() => s.step(b, opt));
+      expect(e?.code).toBe('E_STATE');
+      expect(e?.message).toMatch(/unscale\(\) was called with another store/);
+      expect(flat(a.parameters())).toEqual(a0);
+      expect(flat(b.parameters())).toEqual(b0);
+      expect(s.stateDict()).toEqual(before);
+      expect(opt.stepCount).toBe(0);
+      // The pair that was unscaled can still step; B steps after the update, with its own optimizer.
+      expect(s.step(a, opt).skipped).toBe(false);
+      s.update();
+      expect(flat(a.parameters())).not.toEqual(a0);
+      expect(flat(b.parameters())).toEqual(b0);
+      const ob = make();
+      expect(s.step(b, ob, { update: true }).skipped).toBe(false);
+      for (const x of flat(b.parameters())) expect(Number.isFinite(x)).toBe(true);
+    }
+  });
+
+  test('one store with two optimizers, or one optimizer with two stores, between update()s: E_STATE', () => {
+    const a = track(newStore()), b = track(newStore(SPECS, 1));
+    const o1 = mixprec.optim.sgd({ lr: 0.1 }), o2 = mixprec.optim.sgd({ lr: 0.1 });
+    const s = new GradScaler({ initScale: 1024 });
+    const a0 = flat(a.parameters()), b0 = flat(b.parameters());
+    s.unscale(a, o1);
+    expect(errorOf(() => s.unscale(b, o1))?.message).toMatch(/unscale\(\) was called with another store/);
+    expect(errorOf(() => s.step(a, o2))?.message).toMatch(/another optimizer/);
+    expect(errorOf(() => s.unscale(a, o2))?.message).toMatch(/another optimizer/);
+    s.step(a, o1);
+    const a1 = flat(a.parameters());
+    expect(errorOf(() => s.step(a, o2))?.message).toMatch(/another optimizer/); // a second update of A
+    expect(errorOf(() => s.step(b, o1))?.message).toMatch(/another store/);
+    expect(flat(a.parameters())).toEqual(a1);
+    expect(flat(b.parameters())).toEqual(b0);
+    expect(a1).not.toEqual(a0);
+    s.update();
+    expect(() => { s.unscale(b, o2); s.step(b, o2); s.update(); }).not.toThrow();
+  });
+
+  test('an optimizer whose moments were made for a store of another size: E_STATE from unscale() and step(), nothing changed', () => {
+    const a = track(newStore()), c = track(newStore(OTHER));
+    const opt = mixprec.optim.adam({ lr: 0.1 });
+    const s = new GradScaler({ initScale: 1024 });
+    s.step(a, opt, { update: true }); // the moments are now a's size
+    const c0 = flat(c.parameters()), state = s.stateDict(), optState = opt.stateDict();
+    for (const f of [() => s.unscale(c, opt), () => s.step(c, opt), () => s.step(c, opt, { update: true })]) {
+      const e = errorOf(f);
+      expect(e?.code).toBe('E_STATE');
+      expect(e?.message).toMatch(new RegExp(`moments were made for another store.*${a.length} parameters.*this is a store of ${c.length} parameters`));
+    }
+    expect(flat(c.parameters())).toEqual(c0);
+    expect(s.stateDict()).toEqual(state);
+    expect(opt.stateDict()).toEqual(optState);
+    // And the scaler goes on: a's optimizer on a, a fresh one on c.
+    s.unscale(a, opt);
+    s.step(a, opt);
+    s.step(c, mixprec.optim.adam({ lr: 0.1 }));
+    s.update();
+    expect(s.counters.steps).toBe(3);
+  });
+
+  test('the normal sequences still work and match the fused step bitwise: unscale + step on one store; two stores with two optimizers', async () => {
+    const ref = [track(newStore(SPECS, 0)), track(newStore(OTHER, 1))];
+    const got = [track(newStore(SPECS, 0)), track(newStore(OTHER, 1))];
+    const refOpt = [mixprec.optim.adamw({ lr: 0.01 }), mixprec.optim.adamw({ lr: 0.01 })];
+    const opt = [mixprec.optim.adamw({ lr: 0.01 }), mixprec.optim.adamw({ lr: 0.01 })];
+    const refScalers = [new GradScaler({ initScale: 1024 }), new GradScaler({ initScale: 1024 })];
+    const s = new GradScaler({ initScale: 1024 });
+    for (let it = 0; it < 3; it++) {
+      for (let i = 0; i < 2; i++) await mixprec.amp.step(ref[i], refOpt[i], refScalers[i], { maxNorm: 1 });
+      s.unscale(got[0], opt[0]);
+      s.unscale(got[1], opt[1]);
+      s.step(got[1], opt[1], { maxNorm: 1 });
+      s.step(got[0], opt[0], { maxNorm: 1 });
+      s.update();
+    }
+    for (let i = 0; i < 2; i++) {
+      expect(got[i].parameters()).toEqual(ref[i].parameters());
+      expect(opt[i].stateDict()).toEqual(refOpt[i].stateDict());
+    }
+    expect(s.scale).toBe(refScalers[0].scale);
+    const one = track(newStore());
+    const o = mixprec.optim.sgd({ lr: 0.1, momentum: 0.9 });
+    for (let it = 0; it < 3; it++) { s.unscale(one, o); s.step(one, o); s.update(); }
+    expect(o.stepCount).toBe(3);
+  });
 });

@@ -9,6 +9,7 @@ import { native } from '../native';
 import { decayRuns, Optimizer } from '../optim';
 import { AmpStateBuffer } from './state';
 import type { ParameterStore } from './store';
+import type { Tensor } from '../tensor';
 
 export interface GradScalerOptions {
   /** false: a pass-through scaler (scale 1, never skips): plain fp32 training. Default true. */
@@ -51,10 +52,31 @@ const DEFAULTS: Required<GradScalerOptions> = {
   growthInterval: 2000, hysteresis: 1, minScale: 0, maxScale: Infinity,
 };
 
-function checkOptions(o: GradScalerOptions, code: 'E_ARG' | 'E_STATE' = 'E_ARG'): Required<GradScalerOptions> {
-  if (typeof o !== 'object' || o === null) throw new MixprecError(code, 'GradScaler options must be an object');
-  for (const k of Object.keys(o)) if (!(k in DEFAULTS)) throw new MixprecError(code, `unknown GradScaler option '${k}'`);
-  const r = { ...DEFAULTS, ...o };
+const reason = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+
+/**
+ * A plain copy of an options object, each own enumerable key read once, inside a try: a getter
+ * that throws or a Proxy whose trap throws is `code` (E_ARG; E_STATE for a state dict) instead of
+ * the raw error, and what is validated afterwards is what is kept (a getter is not read twice).
+ */
+function snapshot(o: object, what: string, code: 'E_ARG' | 'E_STATE'): Record<string, unknown> {
+  try {
+    const out: Record<string, unknown> = {};
+    for (const k of Object.keys(o)) {
+      // defineProperty: an own key "__proto__" (JSON.parse makes them) stays an ordinary key.
+      Object.defineProperty(out, k, { value: (o as Record<string, unknown>)[k], enumerable: true, writable: true, configurable: true });
+    }
+    return out;
+  } catch (e) {
+    throw new MixprecError(code, `${what} could not be read: ${reason(e)}`);
+  }
+}
+
+function checkOptions(options: GradScalerOptions, code: 'E_ARG' | 'E_STATE' = 'E_ARG'): Required<GradScalerOptions> {
+  if (typeof options !== 'object' || options === null) throw new MixprecError(code, 'GradScaler options must be an object');
+  const o = snapshot(options, 'GradScaler options', code);
+  for (const k of Object.keys(o)) if (!Object.prototype.hasOwnProperty.call(DEFAULTS, k)) throw new MixprecError(code, `unknown GradScaler option '${k}'`);
+  const r = { ...DEFAULTS, ...o } as Required<GradScalerOptions>;
   const bad = (msg: string) => new MixprecError(code, `GradScaler: ${msg}`);
   if (typeof r.enabled !== 'boolean' || typeof r.dynamic !== 'boolean') throw bad('enabled and dynamic must be booleans');
   const isNum = (x: unknown) => typeof x === 'number' && !Number.isNaN(x);
@@ -78,11 +100,20 @@ export const MIN_LOSS_SCALE = 2 ** -126;
 
 type Stage = 'unscaled' | 'stepped';
 
+function describeStore(store: ParameterStore): string {
+  return `a store of ${store.length} parameters on ${store.device}`;
+}
+
 export class GradScaler {
   #options: Required<GradScalerOptions>;
   #state = new AmpStateBuffer();
-  /** Per optimizer since the last update(): PyTorch's misuse checks. */
-  #stages = new Map<Optimizer, Stage>();
+  /**
+   * Per optimizer since the last update(): the store it was unscaled / stepped with, and how far
+   * it got. PyTorch's misuse checks are per optimizer; here they are per (store, optimizer), since
+   * a store is the unit of gradients (and of AmpState): an optimizer meets one store, and a store
+   * one optimizer, between update()s.
+   */
+  #stages = new Map<Optimizer, { store: ParameterStore; stage: Stage }>();
   /** OR of found_inf over the steps since the last update(); null when none was recorded. */
   #pendingInf: boolean | null = null;
 
@@ -99,9 +130,15 @@ export class GradScaler {
 
   /** A GradScaler, GradScaler options, or a plain number (static scale). */
   static from(x: GradScaler | GradScalerOptions | number): GradScaler {
-    if (x instanceof GradScaler) return x;
+    let scaler: boolean;
+    try {
+      scaler = x instanceof GradScaler; // a Proxy's getPrototypeOf trap runs here
+    } catch (e) {
+      throw new MixprecError('E_ARG', `GradScaler options could not be read: ${reason(e)}`);
+    }
+    if (scaler) return x as GradScaler;
     if (typeof x === 'number') return GradScaler.static(x);
-    return new GradScaler(x);
+    return new GradScaler(x as GradScalerOptions);
   }
 
   get enabled(): boolean { return this.#options.enabled; }
@@ -125,14 +162,18 @@ export class GradScaler {
   /**
    * The fused pass over the store's gradients: writes g / scale as FP32 (store.unscaledGradients()),
    * checks inf/NaN and sums squares for the norm. Returns whether an inf/NaN was found.
-   * Like PyTorch, at most once per optimizer between update()s.
+   * Like PyTorch, at most once per optimizer between update()s; and (E_STATE) never for a store
+   * that another optimizer has unscaled or stepped, nor with an optimizer that has unscaled or
+   * stepped another store, since the last update(), nor with an optimizer whose moments were made
+   * for a store of another size.
    */
   unscale(store: ParameterStore, optimizer: Optimizer): boolean {
-    const stage = this.#stages.get(optimizer);
+    const stage = this.#stageOf(store, optimizer, 'unscale');
     if (stage === 'unscaled') throw new MixprecError('E_STATE', 'unscale() has already been called on this optimizer since the last update()');
     if (stage === 'stepped') throw new MixprecError('E_STATE', 'unscale() is being called after step()');
+    GradScaler.#moments(store, optimizer, 'unscale');
     this.#beginStep(store, optimizer, true);
-    this.#stages.set(optimizer, 'unscaled');
+    this.#stages.set(optimizer, { store, stage: 'unscaled' });
     const back = new Uint8Array(native().readBytes(store.ampState.handle(), this.#state.bytes.length));
     return new DataView(back.buffer).getInt32(8, true) !== 0; // AmpState.foundInf
   }
@@ -141,18 +182,23 @@ export class GradScaler {
    * Unscale (unless unscale() already ran), clip to maxNorm, and apply the fused optimizer unless
    * a gradient overflowed (then masters, moments, step count and working copy stay unchanged).
    * With `update: true` the scale update runs in the same place (what amp.step does).
+   * After unscale(), step() takes the same store and optimizer (E_STATE otherwise, before anything
+   * changes); the other misuse errors are unscale()'s.
    */
-  step(store: ParameterStore, optimizer: Optimizer, opts: { maxNorm?: number; update?: boolean; readExtra?: number } = {}): StepResult {
+  step(store: ParameterStore, optimizer: Optimizer, options: { maxNorm?: number; update?: boolean; readExtra?: number } = {}): StepResult {
+    if (typeof options !== 'object' || options === null) throw new MixprecError('E_ARG', 'step options must be an object');
+    const opts = snapshot(options, 'step options', 'E_ARG') as { maxNorm?: number; update?: boolean; readExtra?: number };
     const maxNorm = opts.maxNorm ?? 0;
     if (typeof maxNorm !== 'number' || !(maxNorm >= 0) || !Number.isFinite(maxNorm)) throw new MixprecError('E_ARG', 'maxNorm must be a finite number >= 0 (0: no clipping)');
-    const stage = this.#stages.get(optimizer);
+    const stage = this.#stageOf(store, optimizer, 'step');
     if (stage === 'stepped') throw new MixprecError('E_STATE', 'step() has already been called since the last update()');
+    // Before any pass over the store: the moments must be this store's (created on first use).
+    const { m, v } = GradScaler.#moments(store, optimizer, 'step');
     if (stage !== 'unscaled') this.#beginStep(store, optimizer, false);
     const n = native();
     const { tensor: g, dtype } = store.stepGradients();
     const state = store.ampState.handle();
     n.ampFinalize({ state, scaler: this.nativeConfig(), optim: optimizer.nativeConfig(maxNorm), updateScale: Boolean(opts.update) });
-    const { m, v } = optimizer.buffers(store.length, store.device);
     const config = optimizer.nativeConfig(maxNorm);
     // One pass over the store, or one per run of parameters that share their weight decay.
     for (const r of decayRuns(store.views, store.length, config.weightDecay > 0 ? optimizer.hyper.decayParameters : 'all')) {
@@ -172,7 +218,7 @@ export class GradScaler {
     const foundInf = this.#state.get('foundInf') !== 0;
     if (opts.update) this.#stages.delete(optimizer);
     else {
-      this.#stages.set(optimizer, 'stepped');
+      this.#stages.set(optimizer, { store, stage: 'stepped' });
       this.#pendingInf = (this.#pendingInf ?? false) || foundInf;
     }
     const result: StepResult = { skipped: this.#state.get('skipped') !== 0, gradNorm: this.#state.get('gradNorm'), scale: this.scale };
@@ -206,8 +252,14 @@ export class GradScaler {
   }
 
   /** Restores a stateDict() (also after a JSON round trip). Validated whole before anything changes. */
-  loadStateDict(d: GradScalerStateDict): void {
-    if (typeof d !== 'object' || d === null) throw new MixprecError('E_STATE', 'GradScaler state must be an object');
+  loadStateDict(state: GradScalerStateDict): void {
+    if (typeof state !== 'object' || state === null) throw new MixprecError('E_STATE', 'GradScaler state must be an object');
+    // Read once, inside a try (getters, Proxies: E_STATE), then validated.
+    const d = snapshot(state, 'GradScaler state', 'E_STATE') as unknown as GradScalerStateDict;
+    for (const k of ['options', 'counters'] as const) {
+      const x: unknown = d[k];
+      if (typeof x === 'object' && x !== null) (d as unknown as Record<string, unknown>)[k] = snapshot(x, `GradScaler state ${k}`, 'E_STATE');
+    }
     if (d.version !== 1) throw new MixprecError('E_STATE', `GradScaler state version ${String(d.version)} is not supported (expected 1)`);
     // JSON turns Infinity into null: accept that spelling for maxScale.
     const opts = { ...(d.options ?? {}) } as GradScalerOptions & { maxScale: number | null };
@@ -232,6 +284,48 @@ export class GradScaler {
     for (const [k, v] of Object.entries(values)) s.set(k as never, v);
     this.#stages.clear();
     this.#pendingInf = null;
+  }
+
+  /**
+   * How far `optimizer` got with `store` since the last update() (undefined: not yet). E_STATE
+   * when the optimizer has been used with another store, or the store with another optimizer:
+   * after unscale(A, opt), step(B, opt) would step B with gradients never unscaled (B's AmpState
+   * was never written: its weights would become -Infinity and the scale 0).
+   */
+  #stageOf(store: ParameterStore, optimizer: Optimizer, call: 'unscale' | 'step'): Stage | undefined {
+    const mine = this.#stages.get(optimizer);
+    const did = (st: Stage) => (st === 'unscaled' ? 'unscale()' : 'step()');
+    if (mine && mine.store !== store) {
+      throw new MixprecError(
+        'E_STATE',
+        `${call}(store, optimizer): ${did(mine.stage)} was called with another store (${describeStore(mine.store)}) and this optimizer ` +
+          `since the last update(), not with this one (${describeStore(store)})` +
+          (call === 'step' && mine.stage === 'unscaled' ? '; step() must be given the store that was unscaled' : '') +
+          '; use one optimizer per store',
+      );
+    }
+    for (const [other, e] of this.#stages) {
+      if (e.store === store && other !== optimizer) {
+        throw new MixprecError(
+          'E_STATE',
+          `${call}(store, optimizer): ${did(e.stage)} was called on this store (${describeStore(store)}) with another optimizer since the last update(); ` +
+            'use one optimizer per store',
+        );
+      }
+    }
+    return mine?.stage;
+  }
+
+  /** The optimizer's moments for `store` (created zeroed on first use); E_STATE when they were made for a store of another size or device. */
+  static #moments(store: ParameterStore, optimizer: Optimizer, call: 'unscale' | 'step'): { m?: Tensor; v?: Tensor } {
+    try {
+      return optimizer.buffers(store.length, store.device);
+    } catch (e) {
+      if (e instanceof MixprecError && e.code === 'E_STATE') {
+        throw new MixprecError('E_STATE', `${call}(store, optimizer): the optimizer's moments were made for another store (${e.message}); this is ${describeStore(store)}`);
+      }
+      throw e;
+    }
   }
 
   /** Uploads scale / trackers / counters + the optimizer's step count into the store's AmpState and runs the unscale pass. */
