@@ -2,14 +2,16 @@
 // every kind of damage (truncation, flipped bytes, wrong magic / version, malformed tables) ->
 // E_CHECKPOINT, file-system errors -> E_IO, and atomic saves: injected failures mid-write, at
 // fsync and at rename, a throwing tensor getter, processes killed mid-save, and concurrent saves.
+// Also: a checkpoint over 2 GiB, saves through symbolic links, targets that are not regular files
+// (directories, FIFOs, /dev/null), and the removal of temp files that killed saves left behind.
 import * as fs from 'fs';
 import { promises as fsp } from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { spawn } from 'child_process';
+import { spawn, spawnSync, ChildProcess } from 'child_process';
 import * as ts from 'typescript';
 import { MixprecError } from '../src/errors';
-import { writeCheckpointFile, readCheckpointFile, crc32, CheckpointTensor } from '../src/train/checkpoint_file';
+import { writeCheckpointFile, readCheckpointFile, crc32, crc32Portable, CheckpointTensor, FOREIGN_TEMP_STALE_MS } from '../src/train/checkpoint_file';
 import { makeRng, uniform } from './helpers/random';
 
 const rng = makeRng('checkpoint_file.test');
@@ -118,6 +120,11 @@ test('CRC-32 known answers and incremental use', () => {
   const b = new Uint8Array(randInt(2, 1000)).map(() => randInt(0, 255));
   const cut = randInt(1, b.length - 1);
   expect(crc32(b.subarray(cut), crc32(b.subarray(0, cut)))).toBe(crc32(b));
+  // The portable fallback (Node without zlib.crc32) is the same function.
+  expect(crc32Portable(Buffer.from('123456789'))).toBe(0xcbf43926);
+  expect(crc32Portable(new Uint8Array(0))).toBe(0);
+  expect(crc32Portable(b)).toBe(crc32(b));
+  expect(crc32Portable(b.subarray(cut), crc32(b.subarray(0, cut)))).toBe(crc32(b));
 });
 
 test('round trip is exact: header, dtypes, lengths and every bit (NaN payloads, -0, Inf, subnormals, views)', async () => {
@@ -495,4 +502,279 @@ test('processes killed mid-save never leave a partial file at the path', async (
   expect(names).toContain('model.ckpt');
   expect(names.filter((n) => n !== 'model.ckpt').every((n) => n.startsWith('.model.ckpt.') && n.endsWith('.tmp'))).toBe(true);
   expect(seen.every((g) => g >= 1)).toBe(true);
+  // ... which the next save of the target removes (their processes are gone).
+  await writeCheckpointFile(target, { generation: 99 }, { w: new Float32Array(3 << 20).fill(99), g: new Int32Array([99]) });
+  expect(fs.readdirSync(path.dirname(target))).toEqual(['model.ckpt']);
+  expect(await checkValid()).toBe(99);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Over 2 GiB: fs.readFile (and so the old reader) stops at 2 GiB. One f32 tensor of 2^29 + 1000
+// elements (2 GiB + 4000 bytes) with a known pattern, and a small tensor after it (so a tensor
+// starts past byte 2^31). Needs ~2.1 GiB of disk and ~6 GiB of memory; skipped otherwise.
+// ---------------------------------------------------------------------------------------------
+
+const GiB = 2 ** 30;
+const bigSkip = ((): string => {
+  try {
+    const st = fs.statfsSync(os.tmpdir());
+    const free = st.bavail * st.bsize;
+    if (free < 6 * GiB) return `only ${(free / GiB).toFixed(1)} GiB free in ${os.tmpdir()} (needs 6)`;
+  } catch (e) {
+    return `cannot tell the free space in ${os.tmpdir()}: ${(e as Error).message}`;
+  }
+  if (os.freemem() < 7 * GiB) return `only ${(os.freemem() / GiB).toFixed(1)} GiB of free memory (needs 7)`;
+  return '';
+})();
+
+(bigSkip ? test.skip : test)(
+  `a checkpoint over 2 GiB saves, loads back exactly, and a flipped byte near its end is caught${bigSkip ? ` — SKIPPED: ${bigSkip}` : ''}`,
+  async () => {
+    const p = path.join(dir, 'huge.ckpt');
+    try {
+      const n = 2 ** 29 + 1000;
+      const tile = 1 << 16;
+      const periodic = (i: number): number => (i % tile) * 0.25 - 7; // exact in f32
+      const patternAt = (i: number): number => (i === 0 ? -1.5 : i === n - 1 ? 12345.5 : periodic(i));
+      const big = new Float32Array(n);
+      for (let i = 0; i < tile; i++) big[i] = periodic(i);
+      for (let filled = tile; filled < n; filled *= 2) big.copyWithin(filled, 0, Math.min(filled, n - filled));
+      big[0] = patternAt(0);
+      big[n - 1] = patternAt(n - 1);
+      const tail = new Int32Array([7, -8, 2 ** 31 - 1]);
+      await writeCheckpointFile(p, { kind: 'huge' }, { big, tail });
+      const size = fs.statSync(p).size;
+      expect(size).toBeGreaterThan(2 ** 31);
+      expect(fs.readdirSync(dir)).toEqual(['huge.ckpt']);
+
+      let r: { header: unknown; tensors: Record<string, CheckpointTensor> } | undefined = await readCheckpointFile(p);
+      expect(r.header).toEqual({ kind: 'huge' });
+      const got = r.tensors.big as Float32Array;
+      expect(got).toBeInstanceOf(Float32Array);
+      expect(got.length).toBe(n);
+      const probes = [0, 1, 2, tile - 1, tile, tile + 1, n - 1001, n - 3, n - 2, n - 1];
+      for (let k = 0; k < 8; k++) probes.push(randInt(0, n - 1));
+      expect(probes.map((i) => [i, got[i]])).toEqual(probes.map((i) => [i, patternAt(i)]));
+      expect(Buffer.compare(Buffer.from(got.buffer, got.byteOffset, got.byteLength), Buffer.from(big.buffer))).toBe(0);
+      expect(Array.from(r.tensors.tail)).toEqual([7, -8, 2 ** 31 - 1]);
+      r = undefined;
+
+      // Flip one bit of the big tensor ~100 bytes before its end (before the tail tensor and CRC).
+      const at = size - 4 - 16 - 100;
+      const fd = fs.openSync(p, 'r+');
+      try {
+        const b = Buffer.alloc(1);
+        fs.readSync(fd, b, 0, 1, at);
+        b[0] ^= 1 << randInt(0, 7);
+        fs.writeSync(fd, b, 0, 1, at);
+      } finally {
+        fs.closeSync(fd);
+      }
+      const e = await rejection(readCheckpointFile(p));
+      expect(e.code).toBe('E_CHECKPOINT');
+      expect(e.message).toMatch(/checksum mismatch/);
+    } finally {
+      for (const name of fs.readdirSync(dir)) fs.rmSync(path.join(dir, name), { force: true, recursive: true });
+    }
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// Targets: symbolic links are followed; what is not a regular file is refused, never replaced.
+// ---------------------------------------------------------------------------------------------
+
+test('a save through a symbolic link replaces the file it leads to; the link stays a link', async () => {
+  fs.mkdirSync(path.join(dir, 'real'));
+  fs.mkdirSync(path.join(dir, 'links'));
+  const real = path.join(dir, 'real', 'model.ckpt');
+  await writeCheckpointFile(real, { generation: 'old' }, { w: uniform(rng, 10) });
+  const link = path.join(dir, 'links', 'latest.ckpt');
+  fs.symlinkSync('../real/model.ckpt', link); // relative to the link's folder
+  const t = { w: uniform(rng, randInt(1, 100)), step: new Int32Array([randInt(0, 1000)]) };
+  await writeCheckpointFile(link, { generation: 'new' }, t);
+  expect(fs.lstatSync(link).isSymbolicLink()).toBe(true);
+  expect(fs.readlinkSync(link)).toBe('../real/model.ckpt');
+  expect((await readCheckpointFile(real)).header).toEqual({ generation: 'new' });
+  const r = await readCheckpointFile(link);
+  expect(r.header).toEqual({ generation: 'new' });
+  expectSameTensors(r.tensors, t);
+  expect(fs.readdirSync(path.join(dir, 'links'))).toEqual(['latest.ckpt']); // no temp file beside the link
+  expect(fs.readdirSync(path.join(dir, 'real'))).toEqual(['model.ckpt']);
+
+  // A chain of links (absolute, then relative).
+  const chain = path.join(dir, 'chain.ckpt');
+  fs.symlinkSync(link, chain);
+  await writeCheckpointFile(chain, { generation: 'chain' }, t);
+  expect(fs.lstatSync(chain).isSymbolicLink()).toBe(true);
+  expect(fs.lstatSync(link).isSymbolicLink()).toBe(true);
+  expect((await readCheckpointFile(real)).header).toEqual({ generation: 'chain' });
+
+  // A dangling link: the file it names is created, the link stays.
+  const dangling = path.join(dir, 'links', 'next.ckpt');
+  fs.symlinkSync('../real/next.ckpt', dangling);
+  await writeCheckpointFile(dangling, { generation: 'first' }, t);
+  expect(fs.lstatSync(dangling).isSymbolicLink()).toBe(true);
+  expect(fs.lstatSync(path.join(dir, 'real', 'next.ckpt')).isFile()).toBe(true);
+  expect((await readCheckpointFile(dangling)).header).toEqual({ generation: 'first' });
+
+  // A relative ".." in a link reached through a symlinked folder is resolved from the link's real
+  // folder (as the kernel does), not lexically.
+  fs.mkdirSync(path.join(dir, 'deep', 'inner'), { recursive: true });
+  fs.symlinkSync(path.join(dir, 'deep', 'inner'), path.join(dir, 'alias'));
+  fs.symlinkSync('../up.ckpt', path.join(dir, 'deep', 'inner', 'up-link.ckpt'));
+  await writeCheckpointFile(path.join(dir, 'alias', 'up-link.ckpt'), { generation: 'up' }, t);
+  expect((await readCheckpointFile(path.join(dir, 'deep', 'up.ckpt'))).header).toEqual({ generation: 'up' });
+  expect(fs.existsSync(path.join(dir, 'up.ckpt'))).toBe(false);
+
+  // A loop of links: E_IO.
+  fs.symlinkSync('loop-b', path.join(dir, 'loop-a'));
+  fs.symlinkSync('loop-a', path.join(dir, 'loop-b'));
+  const e = await rejection(writeCheckpointFile(path.join(dir, 'loop-a'), {}, t));
+  expect(e.code).toBe('E_IO');
+  expect(e.message).toContain(path.join(dir, 'loop-a'));
+  expect(fs.lstatSync(path.join(dir, 'loop-a')).isSymbolicLink()).toBe(true);
+  expect(fs.readdirSync(dir).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+});
+
+test('a target that exists and is not a regular file (directory, FIFO, device, a link to one) is refused with E_IO and left as it was', async () => {
+  const t = { w: uniform(rng, 16) };
+  // [path, what it is, still that?]. The private ones come first: were the check ever lost, the
+  // test fails on them before it gets to /dev/null (which a save as root would replace).
+  const cases: [string, string, () => boolean][] = [];
+  const folder = path.join(dir, 'folder.ckpt');
+  fs.mkdirSync(folder);
+  cases.push([folder, 'a directory', () => fs.lstatSync(folder).isDirectory()]);
+  const fifo = path.join(dir, 'fifo.ckpt');
+  if (spawnSync('mkfifo', [fifo]).status === 0) cases.push([fifo, 'a FIFO', () => fs.lstatSync(fifo).isFIFO()]);
+  const dev = path.join(dir, 'null.ckpt'); // a private copy of /dev/null (root with CAP_MKNOD only)
+  if (spawnSync('mknod', [dev, 'c', '1', '3']).status === 0) cases.push([dev, 'a character device', () => fs.lstatSync(dev).isCharacterDevice()]);
+  expect(cases.length).toBeGreaterThanOrEqual(2); // mkfifo is in coreutils
+  for (const [p, what, still] of cases) {
+    const e = await rejection(writeCheckpointFile(p, {}, t));
+    expect([p, e.code]).toEqual([p, 'E_IO']);
+    expect(e.message).toContain(`${p}: it is ${what}, not a regular file`);
+    expect([p, still()]).toEqual([p, true]);
+    // Reading one is E_IO too (opening the FIFO must not wait for a writer).
+    expect([p, (await rejection(readCheckpointFile(p))).code]).toEqual([p, 'E_IO']);
+  }
+  expect(fs.readdirSync(dir).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+
+  // The system's devices, directly and through a link. As root the old code renamed its temp file
+  // over them (mknod brings /dev/null back); not as root the rename failed. E_IO either way now.
+  const devs = ['/dev/null', '/dev/full'].filter((d) => fs.existsSync(d) && fs.statSync(d).isCharacterDevice());
+  for (const d of devs) {
+    const e = await rejection(writeCheckpointFile(d, {}, t));
+    expect([d, e.code]).toEqual([d, 'E_IO']);
+    expect(e.message).toContain(`${d}: it is a character device, not a regular file`);
+    expect([d, fs.lstatSync(d).isCharacterDevice()]).toEqual([d, true]);
+    const link = path.join(dir, `link-to-${path.basename(d)}.ckpt`);
+    fs.symlinkSync(d, link);
+    const e2 = await rejection(writeCheckpointFile(link, {}, t));
+    expect(e2.code).toBe('E_IO');
+    expect(e2.message).toContain(`${link} (a link to ${d}): it is a character device`);
+    expect(fs.lstatSync(link).isSymbolicLink()).toBe(true);
+    expect([d, fs.lstatSync(d).isCharacterDevice()]).toEqual([d, true]);
+    expect(fs.readdirSync('/dev').filter((n) => n.startsWith(`.${path.basename(d)}.`))).toEqual([]);
+  }
+  expect(fs.statSync('/dev/null').isCharacterDevice()).toBe(true);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Temp files left by killed saves are removed by the next save of the same target.
+// ---------------------------------------------------------------------------------------------
+
+describe('stale temp files', () => {
+  let children: ChildProcess[] = [];
+  afterEach(() => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    children = [];
+  });
+
+  /** The temp file name a save of `target` uses (as this process), seen through fsp.open. */
+  async function tempNameOfASave(target: string): Promise<string> {
+    const realOpen = fsp.open.bind(fsp);
+    let seen = '';
+    const spy = jest.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
+      if (String(args[0]).endsWith('.tmp')) seen = String(args[0]);
+      return realOpen(...args);
+    });
+    await writeCheckpointFile(target, { generation: 0 }, { w: uniform(rng, 10) });
+    spy.mockRestore();
+    expect(path.dirname(seen)).toBe(path.dirname(target));
+    return path.basename(seen);
+  }
+
+  async function deadPid(): Promise<number> {
+    const c = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' });
+    await new Promise((r) => c.once('exit', r));
+    const pid = c.pid as number;
+    expect(() => process.kill(pid, 0)).toThrow(/ESRCH/);
+    return pid;
+  }
+
+  async function liveChild(): Promise<ChildProcess> {
+    const c = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 120000)'], { stdio: 'ignore' });
+    children.push(c);
+    await new Promise((r) => c.once('spawn', r));
+    return c;
+  }
+
+  test('a save removes the temp files of dead processes for its target, never one of a live process', async () => {
+    const p = path.join(dir, 'model.ckpt');
+    const name = await tempNameOfASave(p);
+    const own = `.model.ckpt.${process.pid}.`;
+    expect(name.startsWith(own)).toBe(true);
+    expect(name.endsWith('.tmp')).toBe(true);
+    const asPid = (pid: number, base = 'model.ckpt') => `.${base}.${pid}.` + name.slice(own.length);
+
+    const dead = await deadPid();
+    const live = await liveChild();
+    const stale = path.join(dir, asPid(dead));
+    const alive = path.join(dir, asPid(live.pid as number));
+    const otherTarget = path.join(dir, asPid(dead, 'other.ckpt'));
+    fs.writeFileSync(stale, Buffer.alloc(1 << 20)); // as if killed mid-save
+    fs.writeFileSync(alive, 'a save in progress');
+    fs.writeFileSync(otherTarget, 'stale, but of another target');
+    const mine = path.join(dir, `${own}${name.slice(own.length)}`.replace(/\.[0-9a-f]+\.tmp$/, '.0123456789ab.tmp'));
+    fs.writeFileSync(mine, 'a concurrent save of this process');
+
+    await writeCheckpointFile(p, { generation: 1 }, { w: uniform(rng, 10) });
+    expect(fs.existsSync(stale)).toBe(false);
+    expect(fs.existsSync(alive)).toBe(true);
+    expect(fs.existsSync(otherTarget)).toBe(true);
+    expect(fs.existsSync(mine)).toBe(true);
+    expect((await readCheckpointFile(p)).header).toEqual({ generation: 1 });
+
+    // Once the other process has exited, the next save removes its temp file too.
+    const exited = new Promise((r) => live.once('exit', r));
+    live.kill('SIGKILL');
+    await exited;
+    await writeCheckpointFile(p, { generation: 2 }, { w: uniform(rng, 10) });
+    expect(leftovers()).toEqual([path.basename(mine), path.basename(otherTarget), 'model.ckpt'].sort());
+  });
+
+  test('temp files of another host or PID namespace, or of the untagged naming, go only when untouched for a while', async () => {
+    const p = path.join(dir, 'model.ckpt');
+    const name = await tempNameOfASave(p);
+    const m = /^\.model\.ckpt\.(\d+)\.([0-9a-f]{8})\.(\d+)\.([0-9a-f]{12})\.tmp$/.exec(name);
+    expect(m).not.toBeNull();
+    const tag = (m as RegExpExecArray)[2];
+    const otherTag = tag === '00000000' ? '11111111' : '00000000';
+    const dead = await deadPid();
+    const live = await liveChild();
+    // Their pids mean nothing here: a dead pid does not make them stale, nor a live one fresh.
+    const fresh = [
+      `.model.ckpt.${dead}.${otherTag}.1.aaaaaaaaaaaa.tmp`,
+      `.model.ckpt.${dead}.2.bbbbbbbbbbbb.tmp`, // the earlier naming, without a host tag
+    ];
+    const old = [
+      `.model.ckpt.${live.pid}.${otherTag}.3.cccccccccccc.tmp`,
+      `.model.ckpt.${live.pid}.4.dddddddddddd.tmp`,
+    ];
+    for (const n of [...fresh, ...old]) fs.writeFileSync(path.join(dir, n), 'partial');
+    const longAgo = (Date.now() - FOREIGN_TEMP_STALE_MS - 60_000) / 1000;
+    for (const n of old) fs.utimesSync(path.join(dir, n), longAgo, longAgo);
+    await writeCheckpointFile(p, { generation: 1 }, { w: uniform(rng, 10) });
+    expect(leftovers()).toEqual([...fresh, 'model.ckpt'].sort());
+  });
 });
