@@ -6,6 +6,7 @@ import { MixprecError } from './errors';
 import { native } from './native';
 import { full, Tensor } from './tensor';
 import type { Device } from './backends';
+import { readOption, readOptions } from './util/options';
 
 export type OptimizerKind = 'sgd' | 'adam' | 'adamw';
 
@@ -34,10 +35,6 @@ const KIND_CODE: Record<OptimizerKind, 0 | 1 | 2> = { sgd: 0, adam: 1, adamw: 2 
 function num(v: unknown, what: string, ok: (x: number) => boolean, rule: string): number {
   if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) throw new MixprecError('E_ARG', `${what} ${rule} (got ${String(v)})`);
   return v;
-}
-
-function checkKeys(o: object, allowed: string[], what: string): void {
-  for (const k of Object.keys(o)) if (!allowed.includes(k)) throw new MixprecError('E_ARG', `unknown ${what} option '${k}'`);
 }
 
 export class Optimizer {
@@ -88,15 +85,11 @@ export class Optimizer {
     return d;
   }
 
-  /** Restores a stateDict() of an optimizer of the same kind (validated whole before anything changes). */
+  /** Restores a stateDict() of an optimizer of the same kind (validated whole, see checkOptimizerState, before anything changes). */
   loadStateDict(d: OptimizerStateDict, device?: Device): void {
     if (typeof d !== 'object' || d === null) throw new MixprecError('E_STATE', 'optimizer state must be an object');
     if (d.kind !== this.kind) throw new MixprecError('E_STATE', `optimizer state is for '${String(d.kind)}', this optimizer is '${this.kind}'`);
-    if (!Number.isSafeInteger(d.step) || d.step < 0) throw new MixprecError('E_STATE', 'optimizer state: step must be a non-negative integer');
-    const hyper = validateHyper(this.kind, d.hyper);
-    const isF32 = (x: unknown) => x === undefined || Object.prototype.toString.call(x) === '[object Float32Array]';
-    if (!isF32(d.m) || !isF32(d.v)) throw new MixprecError('E_STATE', 'optimizer state: m and v must be Float32Arrays');
-    if (d.m && d.v && d.m.length !== d.v.length) throw new MixprecError('E_STATE', 'optimizer state: m and v differ in length');
+    const { hyper } = checkOptimizerState(d);
     const dev = device ?? this.#m?.device ?? 'cpu';
     const load = (x: Float32Array | undefined) => {
       if (!x) return null;
@@ -119,6 +112,43 @@ export class Optimizer {
     this.#v?.dispose();
     this.#m = this.#v = null;
   }
+}
+
+/**
+ * @internal Checks an optimizer state dict whole, allocating nothing (E_STATE naming what is
+ * wrong): kind, step, hyper-parameters; m / v Float32Arrays of one length (`length` when given),
+ * finite, v >= 0; and the moments the kind has once it has stepped — Adam / AdamW both m and v
+ * (exp_avg, exp_avg_sq), SGD with momentum m, SGD never v. Returns the validated hyper-parameters.
+ */
+export function checkOptimizerState(d: unknown, length?: number): { kind: OptimizerKind; hyper: Hyper; step: number; m?: Float32Array; v?: Float32Array } {
+  if (typeof d !== 'object' || d === null) throw new MixprecError('E_STATE', 'optimizer state must be an object');
+  const o = d as Record<string, unknown>;
+  const kind = o.kind;
+  if (kind !== 'sgd' && kind !== 'adam' && kind !== 'adamw') throw new MixprecError('E_STATE', `optimizer state: kind must be 'sgd', 'adam' or 'adamw' (got ${String(kind)})`);
+  const step = o.step;
+  if (typeof step !== 'number' || !Number.isSafeInteger(step) || step < 0) throw new MixprecError('E_STATE', 'optimizer state: step must be a non-negative integer');
+  const hyper = validateHyper(kind, o.hyper);
+  const moments: { m?: Float32Array; v?: Float32Array } = {};
+  for (const k of ['m', 'v'] as const) {
+    const x = o[k];
+    if (x === undefined) continue;
+    if (Object.prototype.toString.call(x) !== '[object Float32Array]') throw new MixprecError('E_STATE', `optimizer state: ${k} must be a Float32Array`);
+    const a = x as Float32Array;
+    if (length !== undefined && a.length !== length) throw new MixprecError('E_STATE', `optimizer state: ${k} has ${a.length} values, the parameters ${length}`);
+    for (let i = 0; i < a.length; i++)
+      if (!Number.isFinite(a[i]) || (k === 'v' && a[i] < 0)) throw new MixprecError('E_STATE', `optimizer state: ${k}[${i}] is ${a[i]} (must be finite${k === 'v' ? ' and >= 0' : ''})`);
+    moments[k] = a;
+  }
+  const { m, v } = moments;
+  if (m && v && m.length !== v.length) throw new MixprecError('E_STATE', 'optimizer state: m and v differ in length');
+  if (kind === 'sgd') {
+    if (v) throw new MixprecError('E_STATE', "optimizer state: SGD has no second moment 'v'");
+    if (step > 0 && hyper.momentum !== 0 && !m) throw new MixprecError('E_STATE', `optimizer state: SGD with momentum after ${step} steps needs its momentum buffer 'm'`);
+  } else {
+    if (!m !== !v) throw new MixprecError('E_STATE', `optimizer state: ${kind} needs both moments 'm' and 'v' (got only '${m ? 'm' : 'v'}')`);
+    if (step > 0 && !m) throw new MixprecError('E_STATE', `optimizer state: ${kind} after ${step} steps needs its moments 'm' and 'v'`);
+  }
+  return { kind, hyper, step, ...moments };
 }
 
 // Synchronous helpers over the native addon (reads are synchronous underneath).
@@ -162,9 +192,8 @@ export function decayRuns(views: readonly { shape: readonly number[]; offset: nu
   return runs;
 }
 
-function sgdHyper(o: SGDOptions): Hyper {
-  if (typeof o !== 'object' || o === null) throw new MixprecError('E_ARG', 'options must be an object');
-  checkKeys(o, ['lr', 'momentum', 'dampening', 'weightDecay', 'nesterov', 'decayParameters'], 'sgd');
+function sgdHyper(options: SGDOptions): Hyper {
+  const o = readOptions<SGDOptions>(options, 'sgd', ['lr', 'momentum', 'dampening', 'weightDecay', 'nesterov', 'decayParameters']);
   const lr = num(o.lr ?? 1e-3, 'lr', (x) => x >= 0, 'must be >= 0');
   const momentum = num(o.momentum ?? 0, 'momentum', (x) => x >= 0, 'must be >= 0');
   const dampening = num(o.dampening ?? 0, 'dampening', () => true, 'must be a finite number');
@@ -175,14 +204,13 @@ function sgdHyper(o: SGDOptions): Hyper {
   return { lr, momentum, dampening, weightDecay, nesterov, beta1: 0, beta2: 0, eps: 0, decayParameters: decayOption(o.decayParameters) };
 }
 
-function adamHyper(o: AdamOptions, defaultWeightDecay: number, kind = 'adam'): Hyper {
-  if (typeof o !== 'object' || o === null) throw new MixprecError('E_ARG', 'options must be an object');
-  checkKeys(o, ['lr', 'betas', 'eps', 'weightDecay', 'decayParameters'], kind);
+function adamHyper(options: AdamOptions, defaultWeightDecay: number, kind = 'adam'): Hyper {
+  const o = readOptions<AdamOptions>(options, kind, ['lr', 'betas', 'eps', 'weightDecay', 'decayParameters']);
   const lr = num(o.lr ?? 1e-3, 'lr', (x) => x >= 0, 'must be >= 0');
-  const betas = o.betas ?? [0.9, 0.999];
-  if (!Array.isArray(betas) || betas.length !== 2) throw new MixprecError('E_ARG', 'betas must be [beta1, beta2]');
-  const beta1 = num(betas[0], 'betas[0]', (x) => x >= 0 && x < 1, 'must be in [0, 1)');
-  const beta2 = num(betas[1], 'betas[1]', (x) => x >= 0 && x < 1, 'must be in [0, 1)');
+  const betas: unknown = o.betas ?? [0.9, 0.999];
+  if (!Array.isArray(betas) || readOption(betas, 'length', `${kind} betas`) !== 2) throw new MixprecError('E_ARG', 'betas must be [beta1, beta2]');
+  const beta1 = num(readOption(betas, '0', `${kind} betas`), 'betas[0]', (x) => x >= 0 && x < 1, 'must be in [0, 1)');
+  const beta2 = num(readOption(betas, '1', `${kind} betas`), 'betas[1]', (x) => x >= 0 && x < 1, 'must be in [0, 1)');
   const eps = num(o.eps ?? 1e-8, 'eps', (x) => x >= 0, 'must be >= 0');
   const weightDecay = num(o.weightDecay ?? defaultWeightDecay, 'weightDecay', (x) => x >= 0, 'must be >= 0');
   return { lr, beta1, beta2, eps, weightDecay, momentum: 0, dampening: 0, nesterov: false, decayParameters: decayOption(o.decayParameters) };

@@ -1,6 +1,7 @@
 // The built-in modules, with PyTorch's names, parameter names / layouts and default init. Each
 // has a config (so a Sequential of built-ins is rebuilt from a checkpoint without code) and
 // calls the ops: no module has a backward of its own.
+import * as os from 'node:os';
 import { MixprecError } from '../errors';
 import { initStream } from '../random';
 import { Rng } from '../rng';
@@ -8,6 +9,7 @@ import type { Tensor } from '../tensor';
 import { dropout, embedding, gelu, layerNorm, linear, relu } from '../ops';
 import type { Activation } from '../ops';
 import { Module, Parameter, parameter } from './module';
+import { readOptions } from '../util/options';
 
 export type LayerConfig =
   | { type: 'linear'; inFeatures: number; outFeatures: number; bias: boolean; activation: Activation }
@@ -32,13 +34,38 @@ function positiveInt(v: unknown, who: string, what: string): number {
 }
 
 function checkKeys(opts: unknown, who: string, keys: string[]): Record<string, unknown> {
-  if (opts === undefined) return {};
-  if (typeof opts !== 'object' || opts === null) throw new MixprecError('E_ARG', `${who}: options must be an object`);
-  for (const k of Object.keys(opts)) if (!keys.includes(k)) throw new MixprecError('E_ARG', `${who}: unknown option '${k}'`);
-  return opts as Record<string, unknown>;
+  return readOptions<Record<string, unknown>>(opts, who, keys);
 }
 
-const uniform = (n: number, bound: number, rng: Rng) => Float32Array.from({ length: n }, () => rng.uniform(-bound, bound));
+const GiB = (bytes: number) => `${(bytes / 2 ** 30).toFixed(bytes < 2 ** 30 ? 3 : 1)} GiB`;
+
+/**
+ * A parameter of `shape` can exist: E_SHAPE when its size is beyond any limit (the byte count is
+ * not a safe integer, as for any tensor), E_OOM naming the bytes when it is larger than this
+ * machine's memory (its FP32 initial values are made on the host). Checked before anything is
+ * allocated.
+ */
+export function checkParameterSize(who: string, name: string, shape: readonly number[]): void {
+  const n = shape.reduce((a, b) => a * b, 1), bytes = 4 * n;
+  if (!Number.isSafeInteger(bytes)) throw new MixprecError('E_SHAPE', `${who}: ${name} [${shape.join(', ')}] has ${n} elements: too large for any tensor`);
+  const total = os.totalmem();
+  if (bytes > total) throw new MixprecError('E_OOM', `${who}: ${name} [${shape.join(', ')}] needs ${bytes} bytes (${GiB(bytes)}) of FP32 values, more than this machine's ${total} bytes (${GiB(total)}) of memory`);
+}
+
+/** new Float32Array(n) for a parameter's values, the engine's RangeError (too long, allocation failed) as E_OOM naming the bytes. */
+function hostValues(n: number): Float32Array {
+  try {
+    return new Float32Array(n);
+  } catch (e) {
+    throw new MixprecError('E_OOM', `cannot allocate ${4 * n} bytes (${GiB(4 * n)}) of host memory for a parameter's ${n} FP32 values: ${(e as Error).message}`);
+  }
+}
+
+const uniform = (n: number, bound: number, rng: Rng) => {
+  const out = hostValues(n);
+  for (let i = 0; i < n; i++) out[i] = rng.uniform(-bound, bound);
+  return out;
+};
 
 /** y = activation(x W^T + b), W [out, in] (nn.Linear; the activation fused into the GEMM is mixprec's addition). */
 export class Linear extends BuiltinModule {
@@ -55,6 +82,7 @@ export class Linear extends BuiltinModule {
     const bias = o.bias ?? true;
     if (typeof bias !== 'boolean') throw new MixprecError('E_ARG', 'Linear: bias must be a boolean');
     this.config = { type: 'linear', inFeatures, outFeatures, bias, activation };
+    checkParameterSize(`Linear(${inFeatures}, ${outFeatures})`, 'weight', [outFeatures, inFeatures]);
     // nn.Linear.reset_parameters: kaiming_uniform_(a=sqrt(5)) gives U(-1/sqrt(in), 1/sqrt(in)); the bias likewise.
     const b = 1 / Math.sqrt(inFeatures);
     this.weight = parameter(uniform(outFeatures * inFeatures, b, initStream()), [outFeatures, inFeatures]);
@@ -100,13 +128,14 @@ export class LayerNorm extends BuiltinModule {
     const bias = o.bias ?? true;
     if (typeof bias !== 'boolean') throw new MixprecError('E_ARG', 'LayerNorm: bias must be a boolean');
     this.config = bias ? { type: 'layerNorm', features, eps } : { type: 'layerNorm', features, eps, bias };
-    this.weight = parameter(new Float32Array(features).fill(1), [features]);
-    this.bias = bias ? parameter(new Float32Array(features), [features]) : null;
+    checkParameterSize(`LayerNorm(${features})`, 'weight', [features]);
+    this.weight = parameter(hostValues(features).fill(1), [features]);
+    this.bias = bias ? parameter(hostValues(features), [features]) : null;
   }
   initParameters(next: () => Rng): void {
     next(); next();
     const n = this.config.features;
-    this.loadParameters([{ name: 'weight', data: new Float32Array(n).fill(1) }, ...(this.bias ? [{ name: 'bias', data: new Float32Array(n) }] : [])]);
+    this.loadParameters([{ name: 'weight', data: hostValues(n).fill(1) }, ...(this.bias ? [{ name: 'bias', data: hostValues(n) }] : [])]);
   }
   outFeatures(n: number): number {
     if (n !== this.config.features) throw new MixprecError('E_SHAPE', `LayerNorm(${this.config.features}) got ${n} features`);
@@ -135,6 +164,7 @@ export class Embedding extends BuiltinModule {
     positiveInt(numEmbeddings, 'Embedding', 'numEmbeddings');
     positiveInt(embeddingDim, 'Embedding', 'embeddingDim');
     this.config = { type: 'embedding', numEmbeddings, embeddingDim };
+    checkParameterSize(`Embedding(${numEmbeddings}, ${embeddingDim})`, 'weight', [numEmbeddings, embeddingDim]);
     this.weight = parameter(normal(numEmbeddings * embeddingDim, 1, initStream()), [numEmbeddings, embeddingDim]);
   }
   initParameters(next: () => Rng): void {
@@ -146,7 +176,7 @@ export class Embedding extends BuiltinModule {
 
 /** N(0, std^2) by Box-Muller from a seeded stream. */
 export function normal(n: number, std: number, rng: Rng): Float32Array {
-  const out = new Float32Array(n);
+  const out = hostValues(n);
   for (let i = 0; i < n; i += 2) {
     const u = 1 - rng.next(), v = rng.next();
     const r = std * Math.sqrt(-2 * Math.log(u));

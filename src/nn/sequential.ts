@@ -6,6 +6,7 @@ import { Rng } from '../rng';
 import type { Tensor } from '../tensor';
 import { Module } from './module';
 import { BuiltinModule, Dropout, Embedding, GELU, LayerConfig, LayerNorm, Linear, ReLU } from './modules';
+import { readOptions } from '../util/options';
 
 export interface ModelConfig { layers: LayerConfig[]; inFeatures: number; seed: number }
 
@@ -17,11 +18,11 @@ export class Sequential extends Module {
   /** @internal Sees each child's output gradient in backward (diagnostics): (child index, gradient). */
   observe: ((layer: number, grad: Tensor) => void) | null = null;
 
-  constructor(modules: readonly Module[], opts: { inFeatures?: number; seed?: number } = {}) {
+  constructor(modules: readonly Module[], options: { inFeatures?: number; seed?: number } = {}) {
     super();
     if (!Array.isArray(modules) || modules.length === 0 || !modules.every((m) => m instanceof Module))
       throw new MixprecError('E_ARG', 'Sequential takes a non-empty array of modules');
-    if (typeof opts !== 'object' || opts === null) throw new MixprecError('E_ARG', 'Sequential: options must be an object');
+    const opts = readOptions<{ inFeatures: number; seed: number }>(options, 'Sequential', ['inFeatures', 'seed'], 'ignore');
     const seed = opts.seed ?? 0;
     if (!Number.isSafeInteger(seed) || seed < 0) throw new MixprecError('E_ARG', 'seed must be a non-negative integer');
     modules.forEach((m, i) => ((this as unknown as Record<string, Module>)[String(i)] = m));
@@ -52,6 +53,30 @@ export class Sequential extends Module {
     const ls = this.layers;
     if (!ls.every((m) => m instanceof BuiltinModule)) return null;
     return { layers: (ls as BuiltinModule[]).map((l) => ({ ...l.config })), inFeatures: this.inFeatures, seed: this.seed };
+  }
+
+  /**
+   * The number of parameter values the model of a config has, without building it (a checkpoint's
+   * claim is checked against the data it holds before anything is allocated). Each size is checked
+   * as the layer's constructor checks it (E_ARG / E_SHAPE); an unknown layer is E_CHECKPOINT.
+   */
+  static configParameterCount(c: ModelConfig): number {
+    if (typeof c !== 'object' || c === null || !Array.isArray(c.layers)) throw new MixprecError('E_CHECKPOINT', 'malformed model config');
+    let n = 0;
+    c.layers.forEach((l: LayerConfig, i: number) => {
+      const dim = (v: unknown, what: string) => {
+        if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1 || v > 2 ** 31) throw new MixprecError('E_SHAPE', `layer ${i} (${String(l?.type)}): ${what} must be an integer in [1, 2^31] (got ${String(v)})`);
+        return v;
+      };
+      switch (l?.type) {
+        case 'linear': n += dim(l.outFeatures, 'outFeatures') * (dim(l.inFeatures, 'inFeatures') + (l.bias === false ? 0 : 1)); break;
+        case 'layerNorm': n += dim(l.features, 'features') * (l.bias === false ? 1 : 2); break;
+        case 'embedding': n += dim(l.numEmbeddings, 'numEmbeddings') * dim(l.embeddingDim, 'embeddingDim'); break;
+        case 'activation': case 'dropout': break;
+        default: throw new MixprecError('E_CHECKPOINT', `unknown layer type '${String((l as { type?: unknown })?.type)}'`);
+      }
+    });
+    return n;
   }
 
   static fromConfig(c: ModelConfig): Sequential {

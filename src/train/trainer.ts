@@ -6,7 +6,7 @@
 import { types } from 'node:util';
 import { GradScaler, GradScalerOptions, GradScalerStateDict } from '../amp/grad_scaler';
 import { METRIC_SLOTS, METRICS_OFFSET, ParameterStore, Precision, PRECISIONS } from '../amp/store';
-import type { Device } from '../backends';
+import { Device, resolveDevice } from '../backends';
 import { batches, Dataset } from '../data';
 import { shardBatches } from '../data/dataset';
 import * as dist from '../distributed/group';
@@ -14,7 +14,7 @@ import { broadcastParameters, GradientReducer } from '../distributed/reducer';
 import { DType } from '../dtype';
 import { MixprecError } from '../errors';
 import { native } from '../native';
-import { adam, adamw, AdamOptions, Optimizer, OptimizerKind, sgd, SGDOptions } from '../optim';
+import { adam, adamw, AdamOptions, checkOptimizerState, Optimizer, OptimizerKind, sgd, SGDOptions } from '../optim';
 import { hash32 } from '../rng';
 import { empty, fillTensor, Tensor, tensor } from '../tensor';
 import { Module } from '../nn/module';
@@ -28,6 +28,7 @@ import { copyInto, filled } from '../ops/kernels';
 import { crossEntropyInto, MetricsSlot, mseLossInto } from '../ops/loss';
 import { readCheckpointFile, writeCheckpointFile } from './checkpoint_file';
 import { checkSchedule, LrSchedule, lrAt } from './schedule';
+import { readOptions } from '../util/options';
 
 export type LossKind = 'softmaxCrossEntropy' | 'mse';
 /** A loss as a function: (model output, batch target) -> a scalar Tensor (a mean over the batch). */
@@ -106,7 +107,7 @@ function makeOptimizer(spec: OptimizerSpec | undefined): Optimizer {
     throw new MixprecError('E_ARG', `optimizer must be 'sgd', 'adam' or 'adamw' (got ${String(kind)})`);
   }
   if (typeof spec !== 'object' || spec === null) throw new MixprecError('E_ARG', 'optimizer must be an Optimizer, a name, or { type, ...options }');
-  const { type, ...opts } = spec as { type: unknown } & Record<string, unknown>;
+  const { type, ...opts } = readOptions<{ type: unknown } & Record<string, unknown>>(spec, 'optimizer', null);
   if (type === 'sgd') return sgd(opts as SGDOptions);
   if (type === 'adam') return adam(opts as AdamOptions);
   if (type === 'adamw') return adamw(opts as AdamOptions);
@@ -122,7 +123,7 @@ function makeScaler(lossScale: TrainerOptions['lossScale'], precision: Precision
     return GradScaler.static(lossScale);
   }
   if (lossScale instanceof GradScaler) return lossScale;
-  if (typeof lossScale === 'object' && lossScale !== null) return new GradScaler(lossScale);
+  if (typeof lossScale === 'object' && lossScale !== null) return new GradScaler(readOptions<GradScalerOptions>(lossScale, 'lossScale', null));
   throw new MixprecError('E_ARG', "lossScale must be 'dynamic', 'none', a number or GradScaler options");
 }
 
@@ -158,10 +159,10 @@ export class Trainer<M extends Module = Sequential> {
   /** JSON saved with the checkpoint (e.g. a text model's vocabulary): save(path, { metadata }) sets it, Trainer.load restores it. */
   metadata: Record<string, unknown> | null = null;
 
-  constructor(model: M, opts: TrainerOptions = {}) {
+  constructor(model: M, options: TrainerOptions = {}) {
     if (!(model instanceof Module)) throw new MixprecError('E_ARG', 'Trainer needs a model: a mixprec.nn.Module (e.g. mixprec.sequential([...]))');
-    if (typeof opts !== 'object' || opts === null) throw new MixprecError('E_ARG', 'Trainer options must be an object');
-    for (const k of Object.keys(opts)) if (!TRAINER_KEYS.includes(k)) throw new MixprecError('E_ARG', `unknown Trainer option '${k}'`);
+    // Each option read once (a throwing getter / Proxy trap is E_ARG naming it), then validated.
+    const opts = readOptions<TrainerOptions>(options, 'Trainer', TRAINER_KEYS);
     const precision = opts.precision ?? 'fp16';
     if (!PRECISIONS.includes(precision)) throw new MixprecError('E_ARG', `precision must be 'fp32', 'fp16' or 'bf16'`);
     const lossOpt = opts.loss ?? 'softmaxCrossEntropy';
@@ -175,7 +176,7 @@ export class Trainer<M extends Module = Sequential> {
     if (!Number.isSafeInteger(gradAccumulation) || gradAccumulation < 1) throw new MixprecError('E_ARG', 'gradAccumulation must be a positive integer');
     const seed = opts.seed ?? 0;
     if (!Number.isSafeInteger(seed) || seed < 0) throw new MixprecError('E_ARG', 'seed must be a non-negative integer');
-    const lrSchedule = checkSchedule(opts.lrSchedule);
+    const lrSchedule = checkSchedule(copyObject(opts.lrSchedule, 'lrSchedule'));
     const masterWeights = opts.masterWeights ?? true;
     if (typeof masterWeights !== 'boolean') throw new MixprecError('E_ARG', 'masterWeights must be a boolean');
     if (opts.onWarning !== undefined && typeof opts.onWarning !== 'function') throw new MixprecError('E_ARG', 'onWarning must be a function (code, message) => void');
@@ -193,7 +194,7 @@ export class Trainer<M extends Module = Sequential> {
       const g = dist.group();
       if ((g.device === 'cpu') !== (this.store.device === 'cpu'))
         throw new MixprecError('E_DEVICE', `distributed: the process group (${g.backend}) reduces ${g.device === 'cpu' ? 'host' : 'CUDA'} memory, the model is on ${this.store.device}`);
-      this.reducer = new GradientReducer(this.store, typeof distOpt === 'object' ? distOpt.bucketBytes : undefined);
+      this.reducer = new GradientReducer(this.store, typeof distOpt === 'object' ? readOptions<{ bucketBytes: number }>(distOpt, 'distributed', ['bucketBytes'], 'ignore').bucketBytes : undefined);
       this.store.distributed = true;
       broadcastParameters(this.store);
     }
@@ -234,8 +235,10 @@ export class Trainer<M extends Module = Sequential> {
    * Returns the batch-mean loss (FP32). x [batch, ...]; y class labels (Int32Array) or targets (mse).
    * `observe` (a Sequential model) sees the scaled gradient arriving at each child's output.
    */
-  async backward(x: Tensor, y: Int32Array | Tensor, opts: { observe?: (layer: number, grad: Tensor) => void } = {}): Promise<number> {
-    const { B, N } = this.#forwardBackward(x, y, opts.observe);
+  async backward(x: Tensor, y: Int32Array | Tensor, options: { observe?: (layer: number, grad: Tensor) => void } = {}): Promise<number> {
+    const { observe } = readOptions<{ observe: (layer: number, grad: Tensor) => void }>(options, 'backward', ['observe'], 'ignore');
+    if (observe !== undefined && typeof observe !== 'function') throw new MixprecError('E_ARG', 'backward: observe must be a function (layer, grad) => void');
+    const { B, N } = this.#forwardBackward(x, y, observe);
     return this.#readLoss(B, N).loss;
   }
 
@@ -357,9 +360,10 @@ export class Trainer<M extends Module = Sequential> {
   }
 
   /** Mean loss (and accuracy for cross-entropy) over a dataset, in eval mode (no dropout, no gradients). */
-  async evaluate(data: Dataset, opts: { batchSize?: number } = {}): Promise<{ loss: number; accuracy?: number }> {
+  async evaluate(data: Dataset, options: { batchSize?: number } = {}): Promise<{ loss: number; accuracy?: number }> {
     checkDataset(data, 'evaluate');
-    const batchSize = opts.batchSize ?? 1000;
+    const batchSize = readOptions<{ batchSize: number }>(options, 'evaluate', ['batchSize'], 'ignore').batchSize ?? 1000;
+    if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new MixprecError('E_ARG', 'evaluate: batchSize must be a positive integer');
     let lossSum = 0, correct = 0;
     // Data-parallel: each rank evaluates its shard (no padding: every row once), the sums are reduced.
     const shard = this.reducer ? { rank: dist.rank(), worldSize: dist.worldSize(), pad: false } : undefined;
@@ -383,10 +387,16 @@ export class Trainer<M extends Module = Sequential> {
   }
 
   /** Trains `epochs` epochs (finishing a partly done one first, after a load). The event loop stays live between steps. */
-  async fit(data: Dataset, opts: FitOptions): Promise<EpochInfo[]> {
+  async fit(data: Dataset, options: FitOptions): Promise<EpochInfo[]> {
     checkDataset(data, 'fit');
-    if (typeof opts !== 'object' || opts === null) throw new MixprecError('E_ARG', 'fit options must be an object');
-    const { epochs, batchSize, shuffle = true, callbacks = {} } = opts;
+    if (options === undefined) throw new MixprecError('E_ARG', 'fit options must be an object');
+    const opts = readOptions<FitOptions>(options, 'fit', ['epochs', 'batchSize', 'shuffle', 'callbacks'], 'ignore');
+    const { shuffle = true } = opts;
+    const epochs = opts.epochs as number, batchSize = opts.batchSize as number;
+    const callbacks = readOptions<NonNullable<FitOptions['callbacks']>>(opts.callbacks, 'fit callbacks', ['onStep', 'onEpochEnd'], 'ignore');
+    for (const k of ['onStep', 'onEpochEnd'] as const)
+      if (callbacks[k] !== undefined && typeof callbacks[k] !== 'function') throw new MixprecError('E_ARG', `fit: callbacks.${k} must be a function`);
+    if (typeof shuffle !== 'boolean') throw new MixprecError('E_ARG', 'fit: shuffle must be a boolean');
     if (!Number.isSafeInteger(epochs) || epochs < 0) throw new MixprecError('E_ARG', 'epochs must be a non-negative integer');
     if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new MixprecError('E_ARG', 'batchSize must be a positive integer');
     const inFeatures = this.#inFeatures();
@@ -440,8 +450,8 @@ export class Trainer<M extends Module = Sequential> {
    * state, step, epoch, seed, precision, and the model's config when it is a Sequential of
    * built-ins (then Trainer.load rebuilds it; other models are passed to Trainer.load).
    */
-  async save(path: string, opts: { metadata?: Record<string, unknown> } = {}): Promise<void> {
-    const metadata = opts?.metadata ?? this.metadata;
+  async save(path: string, options: { metadata?: Record<string, unknown> } = {}): Promise<void> {
+    const metadata = readOptions<{ metadata: Record<string, unknown> }>(options, 'save', ['metadata'], 'ignore').metadata ?? this.metadata;
     if (metadata !== null && (typeof metadata !== 'object' || Array.isArray(metadata))) throw new MixprecError('E_ARG', 'save: metadata must be a plain object (JSON)');
     if (this.loss === 'custom') throw new MixprecError('E_STATE', 'save: a Trainer with a loss function cannot be checkpointed yet (the function is code); use a built-in loss');
     const opt = this.optimizer.stateDict();
@@ -473,47 +483,56 @@ export class Trainer<M extends Module = Sequential> {
   }
 
   /**
-   * A ready Trainer from a checkpoint. A Sequential of built-ins is rebuilt from the file; any
-   * other model is given as `model` (freshly built: its parameters are overwritten by name, as
-   * PyTorch's load_state_dict). `device` overrides the saved one.
+   * A ready Trainer from a checkpoint. A Sequential of built-ins or a GPT is rebuilt from the file;
+   * any other model is given as `model` (freshly built: its parameters are overwritten by name, as
+   * PyTorch's load_state_dict). `device` overrides the saved one. Without `device`, the checkpoint
+   * loads on the device it was saved from — or on the CPU when that device is not available here
+   * (a checkpoint saved on 'cuda' loads on a machine without CUDA: checkpoints are
+   * device-independent); `t.device` says which.
+   *
+   * The whole file is checked before anything is built (E_CHECKPOINT naming what is wrong):
+   * kind and version, the model config (and that the model it describes is no larger than the
+   * weights the file holds), every option, the optimizer (kind, hyper-parameters, step, and for
+   * Adam / AdamW after a step its moments m and v, finite, v >= 0), the loss scaler's state,
+   * iteration / epoch / batch counters, metadata, and finite master weights of the saved length.
    */
-  static async load<T extends Module = Sequential>(path: string, opts: { device?: Device | 'auto'; model?: T } = {}): Promise<Trainer<T>> {
-    const { header: h, tensors } = await readCheckpointFile(path);
-    checkHeader(h, path);
+  static async load<T extends Module = Sequential>(path: string, options: { device?: Device | 'auto'; model?: T } = {}): Promise<Trainer<T>> {
+    const opts = readOptions<{ device: Device | 'auto'; model: T }>(options, 'Trainer.load', ['device', 'model'], 'ignore');
+    if (opts.model !== undefined && !(opts.model instanceof Module)) throw new MixprecError('E_ARG', 'Trainer.load: model must be a mixprec.nn.Module');
+    const { header, tensors } = await readCheckpointFile(path);
+    const c = checkCheckpoint(header, tensors, path);
     let model: Module;
-    if (opts.model !== undefined) {
-      if (!(opts.model instanceof Module)) throw new MixprecError('E_ARG', 'Trainer.load: model must be a mixprec.nn.Module');
-      model = opts.model;
-    } else if (h.modelKind === 'gpt') {
-      try {
-        model = new GPT(h.model as GPTConfig);
-      } catch (e) {
-        throw new MixprecError('E_CHECKPOINT', `${path}: bad GPT config: ${(e as Error).message}`);
-      }
-    } else if (h.model) model = Sequential.fromConfig(h.model as ModelConfig);
+    const built = opts.model === undefined;
+    if (opts.model !== undefined) model = opts.model;
+    else if (c.model) model = buildModel(c.model, path);
     else throw new MixprecError('E_CHECKPOINT', `${path} holds a model that is not a built-in Sequential: pass it as Trainer.load(path, { model })`);
-    checkParameters(h, model, path);
-    const o = h.options;
-    const optimizer = makeOptimizer({ type: h.optimizer.kind } as OptimizerSpec);
-    const trainer = new Trainer(model as T, {
-      optimizer, loss: o.loss, labelSmoothing: o.labelSmoothing, precision: o.precision, maxGradNorm: o.maxGradNorm,
-      gradAccumulation: o.gradAccumulation, lrSchedule: o.lrSchedule, seed: o.seed, device: opts.device ?? o.device,
-      masterWeights: o.masterWeights ?? true,
-      lossScale: { enabled: true },
-    });
-    trainer.#restore(h, tensors, path);
-    return trainer;
+    let trainer: Trainer<T> | null = null;
+    try {
+      checkParameters(c.parameters, model, path);
+      const o = c.options;
+      trainer = new Trainer(model as T, {
+        optimizer: makeOptimizer(c.optimizer.kind), loss: o.loss, labelSmoothing: o.labelSmoothing, precision: o.precision, maxGradNorm: o.maxGradNorm,
+        gradAccumulation: o.gradAccumulation, lrSchedule: o.lrSchedule, seed: o.seed, device: opts.device ?? savedDevice(o.device),
+        masterWeights: o.masterWeights,
+        lossScale: { enabled: true },
+      });
+      trainer.#restore(c, path);
+      return trainer;
+    } catch (e) {
+      if (built) (trainer ?? model).dispose(); // a caller's model is the caller's
+      throw e;
+    }
   }
 
-  /** Loads a checkpoint of the same model into this trainer (a different model is E_CHECKPOINT). */
+  /** Loads a checkpoint of the same model into this trainer (a different model is E_CHECKPOINT; the file is checked whole first, as by Trainer.load). */
   async restore(path: string): Promise<void> {
-    const { header: h, tensors } = await readCheckpointFile(path);
-    checkHeader(h, path);
+    const { header, tensors } = await readCheckpointFile(path);
+    const c = checkCheckpoint(header, tensors, path);
     const config = this.model instanceof Sequential || this.model instanceof GPT ? this.model.config : null;
-    if (h.model && config && JSON.stringify(h.model) !== JSON.stringify(config))
-      throw new MixprecError('E_CHECKPOINT', `${path} holds a different model (${JSON.stringify(h.model.layers ?? h.model)}) than this trainer's`);
-    checkParameters(h, this.model, path);
-    this.#restore(h, tensors, path);
+    if (c.model && config && JSON.stringify(c.model.config) !== JSON.stringify(config))
+      throw new MixprecError('E_CHECKPOINT', `${path} holds a different model (${JSON.stringify((c.model.config as { layers?: unknown }).layers ?? c.model.config)}) than this trainer's`);
+    checkParameters(c.parameters, this.model, path);
+    this.#restore(c, path);
   }
 
   /** Frees the model's store, activations and the trainer's buffers. */
@@ -526,39 +545,24 @@ export class Trainer<M extends Module = Sequential> {
 
   // --- internals ---
 
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  #restore(h: any, tensors: Record<string, Float32Array | Int32Array | Uint8Array>, path: string): void {
-    const master = tensors.master;
-    const isF32 = (t: unknown): t is Float32Array => Object.prototype.toString.call(t) === '[object Float32Array]';
-    if (!isF32(master) || h.storeLength !== this.store.length || master.length !== this.store.length)
-      throw new MixprecError('E_CHECKPOINT', `${path}: parameters do not match the model (${master?.length} values, model has ${this.store.length})`);
-    for (const k of ['m', 'v'] as const)
-      if (tensors[k] !== undefined && (!isF32(tensors[k]) || tensors[k].length !== this.store.length))
-        throw new MixprecError('E_CHECKPOINT', `${path}: optimizer state '${k}' does not match the model`);
-    if (h.optimizer?.kind !== this.optimizer.kind) throw new MixprecError('E_CHECKPOINT', `${path}: optimizer is '${h.optimizer?.kind}', this trainer's is '${this.optimizer.kind}'`);
-    // Validate everything that can fail before changing anything.
-    const probe = new GradScaler();
-    probe.loadStateDict(h.scaler as GradScalerStateDict);
-    for (const k of ['iteration', 'epoch', 'batchInEpoch'])
-      if (!Number.isSafeInteger(h[k]) || h[k] < 0) throw new MixprecError('E_CHECKPOINT', `${path}: bad ${k}`);
-    try {
-      this.optimizer.loadStateDict({ kind: h.optimizer.kind, hyper: h.optimizer.hyper, step: h.optimizer.step, m: tensors.m as Float32Array | undefined, v: tensors.v as Float32Array | undefined }, this.device);
-    } catch (e) {
-      throw new MixprecError('E_CHECKPOINT', `${path}: ${(e as Error).message}`);
-    }
-    this.scaler.loadStateDict(h.scaler as GradScalerStateDict);
-    this.store.loadMasterFlat(master);
-    this.#baseLr = typeof h.options?.baseLr === 'number' ? h.options.baseLr : this.optimizer.lr;
-    this.#iteration = h.iteration;
-    this.#epoch = h.epoch;
+  /** Sets this trainer's state from a checked checkpoint (checkCheckpoint): nothing changes unless its parameters fit this store. */
+  #restore(c: Checkpoint, path: string): void {
+    if (c.master.length !== this.store.length)
+      throw new MixprecError('E_CHECKPOINT', `${path}: parameters do not match the model (${c.master.length} values, model has ${this.store.length})`);
+    if (c.optimizer.kind !== this.optimizer.kind) throw new MixprecError('E_CHECKPOINT', `${path}: optimizer is '${c.optimizer.kind}', this trainer's is '${this.optimizer.kind}'`);
+    this.optimizer.loadStateDict(c.optimizer, this.device);
+    this.scaler.loadStateDict(c.scaler);
+    this.store.loadMasterFlat(c.master);
+    this.#baseLr = c.options.baseLr ?? this.optimizer.lr;
+    this.#iteration = c.iteration;
+    this.#epoch = c.epoch;
     // Resumed mid-epoch with another world size: the epoch's first batchInEpoch·B·W rows (of its
     // order) were seen; go on from the last batch boundary of the new shards within them (at most
     // one global batch is seen twice).
-    const savedWorld = Number.isSafeInteger(h.worldSize) && h.worldSize > 0 ? h.worldSize : 1;
     const world = this.reducer ? dist.worldSize() : 1;
-    this.#batchInEpoch = savedWorld === world ? h.batchInEpoch : Math.floor((h.batchInEpoch * savedWorld) / world);
-    this.#batchSize = Number.isSafeInteger(h.batchSize) && h.batchSize > 0 ? h.batchSize : null;
-    this.metadata = typeof h.metadata === 'object' && h.metadata !== null && !Array.isArray(h.metadata) ? h.metadata : null;
+    this.#batchInEpoch = c.worldSize === world ? c.batchInEpoch : Math.floor((c.batchInEpoch * c.worldSize) / world);
+    this.#batchSize = c.batchSize;
+    this.metadata = c.metadata;
     this.#minScaleHits = this.scaler.counters.minScaleHits; // warn about new floor hits, not the saved ones
   }
 
@@ -648,27 +652,199 @@ export class Trainer<M extends Module = Sequential> {
   }
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-function checkHeader(h: any, path: string): void {
-  if (h?.kind !== CHECKPOINT_KIND) throw new MixprecError('E_CHECKPOINT', `${path} is not a mixprec Trainer checkpoint`);
+/** An object option read once into a plain copy (readOptions); any other value as it is, for the caller's type check. */
+function copyObject(v: unknown, what: string): unknown {
+  return typeof v === 'object' && v !== null ? readOptions(v, what, null) : v;
+}
+
+/** A checkpoint's header and tensors, checked whole (checkCheckpoint). */
+interface Checkpoint {
+  model: { kind: 'sequential'; config: ModelConfig } | { kind: 'gpt'; config: GPTConfig } | null;
+  /** The parameters' names and shapes, in order (null in version 1, which compared the model config instead). */
+  parameters: { name: string; shape: number[] }[] | null;
+  options: {
+    loss: LossKind; labelSmoothing: number; precision: Precision; maxGradNorm: number; gradAccumulation: number;
+    lrSchedule: LrSchedule; seed: number; masterWeights: boolean; device: string; baseLr: number | undefined;
+  };
+  optimizer: ReturnType<typeof checkOptimizerState>;
+  scaler: GradScalerStateDict;
+  iteration: number; epoch: number; batchInEpoch: number; batchSize: number | null; worldSize: number;
+  metadata: Record<string, unknown> | null;
+  master: Float32Array;
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const show = (v: unknown): string => { try { return JSON.stringify(v) ?? String(v); } catch { return String(v); } };
+const DEVICE_RE = /^(cpu|auto|cuda(:\d{1,4})?)$/;
+
+/**
+ * Checks a checkpoint whole, before anything is built: every failure is E_CHECKPOINT naming the
+ * field. The model config must describe a model no larger than the master weights the file holds
+ * (so a crafted header cannot make Trainer.load build a huge model before rejecting it).
+ */
+function checkCheckpoint(header: unknown, tensors: Record<string, unknown>, path: string): Checkpoint {
+  const bad = (what: string) => new MixprecError('E_CHECKPOINT', `${path}: ${what}`);
+  if (!isRecord(header) || header.kind !== CHECKPOINT_KIND) throw new MixprecError('E_CHECKPOINT', `${path} is not a mixprec Trainer checkpoint`);
+  const h = header;
   if (h.version !== 1 && h.version !== CHECKPOINT_VERSION)
-    throw new MixprecError('E_CHECKPOINT', `${path}: Trainer checkpoint version ${String(h.version)} is not supported (expected 1 or ${CHECKPOINT_VERSION})`);
+    throw bad(`Trainer checkpoint version ${show(h.version)} is not supported (expected 1 or ${CHECKPOINT_VERSION})`);
+  const int = (v: unknown, what: string, min: number): number => {
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) throw bad(`${what} must be an integer >= ${min} (got ${show(v)})`);
+    return v;
+  };
+  const num = (v: unknown, what: string, ok: (x: number) => boolean, rule: string): number => {
+    if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) throw bad(`${what} must be ${rule} (got ${show(v)})`);
+    return v;
+  };
+
+  // The weights first: every size below is compared with what the file holds.
+  const master = tensors.master;
+  if (!types.isFloat32Array(master)) throw bad('no FP32 master weights (tensor "master")');
+  const storeLength = int(h.storeLength, 'storeLength', 1);
+  if (storeLength !== master.length) throw bad(`storeLength ${storeLength} does not match the ${master.length} master values`);
+  for (let i = 0; i < master.length; i++) if (!Number.isFinite(master[i])) throw bad(`master weight ${i} is ${master[i]} (must be finite)`);
+
+  // The model: its config, and how many values the model it describes has, before building it.
+  if (h.modelKind !== undefined && h.modelKind !== 'gpt') throw bad(`modelKind ${show(h.modelKind)} is not a known model ('gpt', or none for a Sequential)`);
+  let model: Checkpoint['model'] = null;
+  if (h.modelKind === 'gpt') {
+    if (!isRecord(h.model)) throw bad('model: a GPT checkpoint needs its config');
+    model = { kind: 'gpt', config: h.model as unknown as GPTConfig };
+  } else if (h.model !== null && h.model !== undefined) {
+    if (!isRecord(h.model)) throw bad(`model must be a Sequential config or null (got ${show(h.model)})`);
+    model = { kind: 'sequential', config: h.model as unknown as ModelConfig };
+  } else if (h.version === 1) throw bad('model: a version-1 checkpoint needs its model config');
+  if (model) {
+    let count: number;
+    try {
+      count = model.kind === 'gpt' ? gptParameterCount(model.config) : Sequential.configParameterCount(model.config);
+    } catch (e) {
+      throw bad(`bad model config: ${(e as Error).message}`);
+    }
+    if (!(count <= master.length))
+      throw bad(`the model config describes ${count} parameter values, the file holds ${master.length}: not building it`);
+  }
+  let parameters: Checkpoint['parameters'] = null;
+  if (h.version !== 1) {
+    if (!Array.isArray(h.parameters)) throw bad('parameters must be a list of { name, shape }');
+    const names = new Set<string>();
+    let total = 0;
+    parameters = h.parameters.map((p: unknown, i: number) => {
+      if (!isRecord(p) || typeof p.name !== 'string' || p.name === '' || names.has(p.name)) throw bad(`parameters[${i}] must be { name, shape } with a unique non-empty name (got ${show(p)})`);
+      names.add(p.name);
+      const shape = p.shape;
+      if (!Array.isArray(shape) || shape.length > 8 || !shape.every((d) => Number.isSafeInteger(d) && d >= 0))
+        throw bad(`parameters[${i}] ('${p.name}'): shape must be at most 8 non-negative integers (got ${show(shape)})`);
+      total += shape.reduce((a: number, b: number) => a * b, 1);
+      if (!(total <= master.length)) throw bad(`parameters: more values than the ${master.length} master values`);
+      return { name: p.name, shape: [...shape] as number[] };
+    });
+  }
+
+  // The Trainer's options, as the constructor would check them.
+  if (!isRecord(h.options)) throw bad('options missing (or not an object)');
+  const o = h.options;
+  if (o.loss !== 'softmaxCrossEntropy' && o.loss !== 'mse') throw bad(`options.loss must be 'softmaxCrossEntropy' or 'mse' (got ${show(o.loss)})`);
+  if (!PRECISIONS.includes(o.precision as Precision)) throw bad(`options.precision must be 'fp32', 'fp16' or 'bf16' (got ${show(o.precision)})`);
+  if (o.masterWeights !== undefined && typeof o.masterWeights !== 'boolean') throw bad(`options.masterWeights must be a boolean (got ${show(o.masterWeights)})`);
+  if (typeof o.device !== 'string' || !DEVICE_RE.test(o.device)) throw bad(`options.device must be 'cpu', 'cuda' or 'cuda:N' (got ${show(o.device)})`);
+  let lrSchedule: LrSchedule;
+  try {
+    if (!isRecord(o.lrSchedule)) throw new Error(`must be an object (got ${show(o.lrSchedule)})`);
+    lrSchedule = checkSchedule(o.lrSchedule);
+  } catch (e) {
+    throw bad(`options.lrSchedule: ${(e as Error).message}`);
+  }
+  const options: Checkpoint['options'] = {
+    loss: o.loss,
+    labelSmoothing: num(o.labelSmoothing, 'options.labelSmoothing', (x) => x >= 0 && x <= 1, 'in [0, 1]'),
+    precision: o.precision as Precision,
+    maxGradNorm: num(o.maxGradNorm, 'options.maxGradNorm', (x) => x >= 0, 'a finite number >= 0'),
+    gradAccumulation: int(o.gradAccumulation, 'options.gradAccumulation', 1),
+    lrSchedule,
+    seed: int(o.seed, 'options.seed', 0),
+    masterWeights: o.masterWeights ?? true,
+    device: o.device,
+    baseLr: o.baseLr === undefined ? undefined : num(o.baseLr, 'options.baseLr', (x) => x >= 0, 'a finite number >= 0'),
+  };
+
+  // The optimizer (its moments against the weights) and the loss scaler.
+  if (!isRecord(h.optimizer)) throw bad('optimizer missing (or not an object)');
+  let optimizer: Checkpoint['optimizer'];
+  try {
+    optimizer = checkOptimizerState({ kind: h.optimizer.kind, hyper: h.optimizer.hyper, step: h.optimizer.step, m: tensors.m, v: tensors.v }, master.length);
+  } catch (e) {
+    throw bad(`optimizer: ${(e as Error).message}`);
+  }
+  try {
+    new GradScaler().loadStateDict(h.scaler as GradScalerStateDict);
+  } catch (e) {
+    throw bad(`scaler: ${(e as Error).message}`);
+  }
+
+  // Where training stood.
+  const batchSize = h.batchSize === null || h.batchSize === undefined ? null : int(h.batchSize, 'batchSize', 1);
+  const batchInEpoch = int(h.batchInEpoch, 'batchInEpoch', 0);
+  if (batchInEpoch > 0 && batchSize === null) throw bad(`batchInEpoch ${batchInEpoch} (mid-epoch) needs the batchSize it was trained with`);
+  if (h.metadata !== undefined && h.metadata !== null && !isRecord(h.metadata)) throw bad(`metadata must be an object or null (got ${show(h.metadata)})`);
+  return {
+    model, parameters, options, optimizer, master,
+    scaler: h.scaler as GradScalerStateDict,
+    iteration: int(h.iteration, 'iteration', 0),
+    epoch: int(h.epoch, 'epoch', 0),
+    batchInEpoch, batchSize,
+    worldSize: h.worldSize === undefined ? 1 : int(h.worldSize, 'worldSize', 1),
+    metadata: (h.metadata as Record<string, unknown> | null | undefined) ?? null,
+  };
+}
+
+/**
+ * At least the parameter values of a GPT config — the token and position tables and each block's
+ * attention and MLP weights (12·C² per block); LayerNorms and biases come on top — without
+ * building it. Its other fields are checked by the GPT constructor.
+ */
+function gptParameterCount(c: GPTConfig): number {
+  const dim = (k: 'vocabSize' | 'blockSize' | 'nLayer' | 'nEmbd') => {
+    const v = c[k];
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) throw new MixprecError('E_CHECKPOINT', `gpt: ${k} must be a positive integer (got ${show(v)})`);
+    return v;
+  };
+  const C = dim('nEmbd');
+  return (dim('vocabSize') + dim('blockSize')) * C + dim('nLayer') * 12 * C * C;
+}
+
+/** The model of a checked config (sizes already bounded by the file): its constructor's errors as E_CHECKPOINT (E_OOM stays: a real shortage, not the file's fault). */
+function buildModel(m: NonNullable<Checkpoint['model']>, path: string): Module {
+  try {
+    return m.kind === 'gpt' ? new GPT(m.config) : Sequential.fromConfig(m.config);
+  } catch (e) {
+    if (e instanceof MixprecError && e.code === 'E_OOM') throw e;
+    throw new MixprecError('E_CHECKPOINT', `${path}: bad ${m.kind === 'gpt' ? 'GPT' : 'model'} config: ${(e as Error).message}`);
+  }
+}
+
+/** The device a checkpoint loads on when the caller names none: the saved one, or the CPU where that is not available here. */
+function savedDevice(d: string): Device {
+  try {
+    return resolveDevice(d);
+  } catch (e) {
+    if (e instanceof MixprecError && e.code === 'E_NO_CUDA') return 'cpu';
+    throw e;
+  }
 }
 
 /** The file's parameters (names and shapes, in order) must be the model's: E_CHECKPOINT naming the first that is not. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-function checkParameters(h: any, model: Module, path: string): void {
+function checkParameters(theirs: Checkpoint['parameters'], model: Module, path: string): void {
+  if (theirs === null) return; // version 1: the model config was compared instead
   const mine = model.parameterSpecs();
-  if (!Array.isArray(h.parameters)) return; // version 1: the model config was compared instead
-  const theirs = h.parameters as { name: string; shape: number[] }[];
-  const names = new Set(theirs.map((p) => p?.name));
+  const names = new Set(theirs.map((p) => p.name));
   for (const p of mine) if (!names.has(p.name)) throw new MixprecError('E_CHECKPOINT', `${path}: the model's parameter '${p.name}' is not in the checkpoint`);
   const byName = new Map(mine.map((p) => [p.name, p]));
   theirs.forEach((p, i) => {
-    const m = byName.get(p?.name);
-    if (!m) throw new MixprecError('E_CHECKPOINT', `${path}: parameter '${String(p?.name)}' in the checkpoint is not in the model`);
-    if (!Array.isArray(p.shape) || p.shape.length !== m.shape.length || p.shape.some((d, j) => d !== m.shape[j]))
-      throw new MixprecError('E_CHECKPOINT', `${path}: parameter '${p.name}' is [${String(p.shape)}] in the checkpoint, [${m.shape.join(', ')}] in the model`);
+    const m = byName.get(p.name);
+    if (!m) throw new MixprecError('E_CHECKPOINT', `${path}: parameter '${p.name}' in the checkpoint is not in the model`);
+    if (p.shape.length !== m.shape.length || p.shape.some((d, j) => d !== m.shape[j]))
+      throw new MixprecError('E_CHECKPOINT', `${path}: parameter '${p.name}' is [${p.shape.join(', ')}] in the checkpoint, [${m.shape.join(', ')}] in the model`);
     if (mine[i].name !== p.name) throw new MixprecError('E_CHECKPOINT', `${path}: parameter '${p.name}' is at position ${i} in the checkpoint, '${mine[i].name}' in the model`);
   });
 }
