@@ -306,3 +306,16 @@ describe('finding 15: oversized layers, missing datasets, and options that throw
     t.dispose();
   });
 });
+
+test('save() refuses NaN / Inf master weights and keeps the checkpoint already there', async () => {
+  const file = path.join(dir, 'diverged.mpk');
+  const t = new mixprec.Trainer(small(3), { precision: 'fp32', device: 'cpu', optimizer: 'sgd' });
+  await t.save(file);
+  const before = fs.readFileSync(file);
+  const names = t.store.parameters().map((p) => p.name);
+  t.store.loadParameters([{ name: names[1], data: Float32Array.from(t.store.parameters()[1].data, (v, i) => (i === 1 ? NaN : v)) }]);
+  await expect(t.save(file)).rejects.toMatchObject({ code: 'E_STATE', message: expect.stringContaining(`'${names[1]}'`) });
+  expect(fs.readFileSync(file).equals(before)).toBe(true);
+  expect((await mixprec.Trainer.load(file)).iteration).toBe(0);
+  t.dispose();
+});

@@ -10,6 +10,7 @@ import { decayRuns, Optimizer } from '../optim';
 import { AmpStateBuffer } from './state';
 import type { ParameterStore } from './store';
 import type { Tensor } from '../tensor';
+import { readOptions } from '../util/options';
 
 export interface GradScalerOptions {
   /** false: a pass-through scaler (scale 1, never skips): plain fp32 training. Default true. */
@@ -52,25 +53,8 @@ const DEFAULTS: Required<GradScalerOptions> = {
   growthInterval: 2000, hysteresis: 1, minScale: 0, maxScale: Infinity,
 };
 
-const reason = (e: unknown): string => (e instanceof Error ? e.message : String(e));
-
-/**
- * A plain copy of an options object, each own enumerable key read once, inside a try: a getter
- * that throws or a Proxy whose trap throws is `code` (E_ARG; E_STATE for a state dict) instead of
- * the raw error, and what is validated afterwards is what is kept (a getter is not read twice).
- */
-function snapshot(o: object, what: string, code: 'E_ARG' | 'E_STATE'): Record<string, unknown> {
-  try {
-    const out: Record<string, unknown> = {};
-    for (const k of Object.keys(o)) {
-      // defineProperty: an own key "__proto__" (JSON.parse makes them) stays an ordinary key.
-      Object.defineProperty(out, k, { value: (o as Record<string, unknown>)[k], enumerable: true, writable: true, configurable: true });
-    }
-    return out;
-  } catch (e) {
-    throw new MixprecError(code, `${what} could not be read: ${reason(e)}`);
-  }
-}
+/** A plain copy of an options object (each own key read once; undefined values kept out), as src/util/options.ts reads every option. */
+const snapshot = (o: object, what: string, code: 'E_ARG' | 'E_STATE') => readOptions<Record<string, unknown>>(o, what, null, 'reject', code) as Record<string, unknown>;
 
 function checkOptions(options: GradScalerOptions, code: 'E_ARG' | 'E_STATE' = 'E_ARG'): Required<GradScalerOptions> {
   if (typeof options !== 'object' || options === null) throw new MixprecError(code, 'GradScaler options must be an object');
@@ -134,7 +118,7 @@ export class GradScaler {
     try {
       scaler = x instanceof GradScaler; // a Proxy's getPrototypeOf trap runs here
     } catch (e) {
-      throw new MixprecError('E_ARG', `GradScaler options could not be read: ${reason(e)}`);
+      throw new MixprecError('E_ARG', `GradScaler options could not be read: ${e instanceof Error ? e.message : String(e)}`);
     }
     if (scaler) return x as GradScaler;
     if (typeof x === 'number') return GradScaler.static(x);

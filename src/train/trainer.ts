@@ -473,6 +473,13 @@ export class Trainer<M extends Module = Sequential> {
       worldSize: this.reducer ? dist.worldSize() : 1,
     };
     const tensors: Record<string, Float32Array> = { master: this.store.masterFlat() };
+    // A diverged run (NaN / Inf masters) would replace the last good checkpoint, atomically, by one
+    // that load() rejects: the run would be lost. Refuse it, and keep the file that is there.
+    const bad = tensors.master.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) {
+      const p = this.store.views.find((v) => bad >= v.offset && bad < v.offset + v.size);
+      throw new MixprecError('E_STATE', `save: the master weights hold ${tensors.master[bad]}${p ? ` (in '${p.name}')` : ''}: the run diverged; ${path} was not written, so what it held is kept`);
+    }
     if (opt.m) tensors.m = opt.m;
     if (opt.v) tensors.v = opt.v;
     // Data-parallel: the ranks hold the same state; rank 0 writes, and no rank goes on (to load

@@ -6,12 +6,12 @@ import { MixprecError } from '../errors';
 
 const reason = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
-/** `obj[key]`, a throwing getter or Proxy trap as E_ARG naming `what`'s option `key`. */
-export function readOption(obj: object, key: string, what: string): unknown {
+/** `obj[key]`, a throwing getter or Proxy trap as `code` (E_ARG; E_STATE for a state dict) naming `what`'s option `key`. */
+export function readOption(obj: object, key: string, what: string, code: 'E_ARG' | 'E_STATE' = 'E_ARG'): unknown {
   try {
     return (obj as Record<string, unknown>)[key];
   } catch (e) {
-    throw new MixprecError('E_ARG', `${what} option '${key}' could not be read: ${reason(e)}`);
+    throw new MixprecError(code, `${what} option '${key}' could not be read: ${reason(e)}`);
   }
 }
 
@@ -21,19 +21,19 @@ export function readOption(obj: object, key: string, what: string): unknown {
  * (`unknown: 'reject'`, the default) or left out ('ignore'). `keys` null: every own enumerable key
  * (options validated further on, e.g. GradScaler's). Values that are undefined are left out.
  */
-export function readOptions<T extends object>(opts: unknown, what: string, keys: readonly string[] | null, unknown: 'reject' | 'ignore' = 'reject'): Partial<T> {
+export function readOptions<T extends object>(opts: unknown, what: string, keys: readonly string[] | null, unknown: 'reject' | 'ignore' = 'reject', code: 'E_ARG' | 'E_STATE' = 'E_ARG'): Partial<T> {
   if (opts === undefined) return {};
-  if (typeof opts !== 'object' || opts === null) throw new MixprecError('E_ARG', `${what} options must be an object`);
+  if (typeof opts !== 'object' || opts === null) throw new MixprecError(code, `${what} options must be an object`);
   let own: string[];
   try {
     own = Object.keys(opts);
   } catch (e) {
-    throw new MixprecError('E_ARG', `${what} options could not be listed: ${reason(e)}`);
+    throw new MixprecError(code, `${what} options could not be listed: ${reason(e)}`);
   }
-  if (keys && unknown === 'reject') for (const k of own) if (!keys.includes(k)) throw new MixprecError('E_ARG', `unknown ${what} option '${k}'`);
+  if (keys && unknown === 'reject') for (const k of own) if (!keys.includes(k)) throw new MixprecError(code, `unknown ${what} option '${k}'`);
   const out: Record<string, unknown> = {};
   for (const k of keys ?? own) {
-    const v = readOption(opts, k, what);
+    const v = readOption(opts, k, what, code);
     // defineProperty: an own key "__proto__" (JSON.parse makes them) stays an ordinary key.
     if (v !== undefined) Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true });
   }
