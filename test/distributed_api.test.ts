@@ -49,6 +49,9 @@ maybe('mixprec.distributed', () => {
     expect(codeOf(() => dist.init({ worldSize: 1, rank: 0, masterPort: 70000 }))).toBe('E_ARG');
     expect(codeOf(() => dist.init({ worldSize: 1, rank: 0, masterPort: port, timeoutMs: 0 }))).toBe('E_ARG');
     expect(codeOf(() => dist.init({ worldSize: 1, rank: 0, masterPort: port, bogus: 1 } as never))).toBe('E_ARG');
+    expect(codeOf(() => dist.init(null as never))).toBe('E_ARG');
+    expect(codeOf(() => dist.init({ get worldSize(): number { throw new Error('boom'); } }))).toBe('E_ARG');
+    expect(codeOf(() => dist.init(new Proxy({}, { ownKeys() { throw new Error('boom'); } })))).toBe('E_ARG');
     expect(codeOf(() => dist.init({ worldSize: 1, rank: 0, masterPort: port, storeDir: '/nonexistent/folder' }))).toBe('E_DIST');
     // Before init: the collectives say so; rank / worldSize are those of a one-process job.
     expect(dist.isInitialized()).toBe(false);

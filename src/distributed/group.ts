@@ -7,6 +7,7 @@ import { native } from '../native';
 import { noGrad } from '../autograd/scope';
 import { copyInto } from '../ops/kernels';
 import { empty, Tensor } from '../tensor';
+import { readOptions } from '../util/options';
 
 export type DistBackend = 'auto' | 'gloo' | 'nccl';
 export type ReduceOp = 'sum' | 'avg' | 'max' | 'min';
@@ -58,10 +59,8 @@ export function available(): { gloo: boolean; glooReason?: string; nccl: boolean
  * Joins the job: meets the other ranks at the rendezvous store and connects to them. Returns
  * this rank's place. Fails with E_DIST (the message says which rank or address) within timeoutMs.
  */
-export function init(opts: InitOptions = {}): GroupInfo {
-  if (typeof opts !== 'object' || opts === null) throw new MixprecError('E_ARG', 'distributed.init options must be an object');
-  const known = ['backend', 'rank', 'worldSize', 'masterAddr', 'masterPort', 'storeDir', 'timeoutMs'];
-  for (const k of Object.keys(opts)) if (!known.includes(k)) throw new MixprecError('E_ARG', `unknown distributed.init option '${k}'`);
+export function init(options: InitOptions = {}): GroupInfo {
+  const opts = readOptions<InitOptions>(options, 'distributed.init', ['backend', 'rank', 'worldSize', 'masterAddr', 'masterPort', 'storeDir', 'timeoutMs']);
   if (current) throw new MixprecError('E_STATE', 'distributed.init: already initialized (call distributed.destroy() first)');
   const worldSize = opts.worldSize ?? envInt('WORLD_SIZE', 1);
   const rank = opts.rank ?? envInt('RANK', 0);
