@@ -319,3 +319,15 @@ test('save() refuses NaN / Inf master weights and keeps the checkpoint already t
   expect((await mixprec.Trainer.load(file)).iteration).toBe(0);
   t.dispose();
 });
+
+test('data options that cannot be read (a throwing getter, a Proxy trap) are E_ARG', () => {
+  const ds = mixprec.data.arrayDataset(new Float32Array(8), new Int32Array(4), { features: 2, classes: 2 });
+  const boom = { get batchSize(): number { throw new Error('boom'); } };
+  const trap = new Proxy({}, { ownKeys() { throw new Error('boom'); }, get() { throw new Error('boom'); } });
+  const codeOf = (f: () => unknown) => { try { f(); } catch (e) { return (e as mixprec.MixprecError).code; } return 'no error'; };
+  expect(codeOf(() => mixprec.data.batches(ds, boom as never).next())).toBe('E_ARG');
+  expect(codeOf(() => mixprec.data.batches(ds, trap as never).next())).toBe('E_ARG');
+  expect(codeOf(() => mixprec.data.arrayDataset(new Float32Array(8), new Int32Array(4), trap as never))).toBe('E_ARG');
+  expect(codeOf(() => mixprec.data.text(trap as never))).toBe('E_ARG');
+  expect(codeOf(() => mixprec.data.loadMnist({ get dir(): string { throw new Error('boom'); } }))).toBe('E_ARG');
+});

@@ -2,6 +2,7 @@
 import { types } from 'node:util';
 import { MixprecError } from '../errors';
 import { fmix32, mulberry32 } from '../rng';
+import { readOptions } from '../util/options';
 
 /**
  * A dataset held in memory.
@@ -121,9 +122,10 @@ function checkFinite(a: Float32Array, what: string, cols: number): void {
 export function arrayDataset(
   x: Float32Array | number[][],
   y: Int32Array | number[] | Float32Array | number[][],
-  opts: { features?: number; classes?: number } = {},
+  options: { features?: number; classes?: number } = {},
 ): Dataset {
-  if (opts === null || typeof opts !== 'object') throw new MixprecError('E_ARG', `arrayDataset: opts must be an object, got ${typeName(opts)}`);
+  if (options === null || typeof options !== 'object') throw new MixprecError('E_ARG', `arrayDataset: opts must be an object, got ${typeName(options)}`);
+  const opts = readOptions<{ features?: number; classes?: number }>(options, 'arrayDataset', ['features', 'classes'], 'ignore');
   if (opts.features !== undefined && !isPositiveInt(opts.features)) {
     throw new MixprecError('E_ARG', `arrayDataset: opts.features must be a positive integer, got ${String(opts.features)}`);
   }
@@ -322,7 +324,7 @@ function checkDataset(ds: Dataset): { yCols: number; labels: boolean } {
  */
 export function batches(ds: Dataset, opts: BatchOptions): Generator<Batch> {
   if (opts === null || typeof opts !== 'object') throw new MixprecError('E_ARG', `batches: opts must be an object, got ${typeName(opts)}`);
-  const { batchSize, shuffle = false, seed = 0, epoch = 0, dropLast = false, shard } = opts;
+  const { batchSize, shuffle = false, seed = 0, epoch = 0, dropLast = false, shard } = readOptions<BatchOptions>(opts, 'batches', ['batchSize', 'shuffle', 'seed', 'epoch', 'dropLast', 'shard'], 'ignore');
   if (!isPositiveInt(batchSize)) {
     throw new MixprecError('E_ARG', `batches: batchSize must be a positive integer, got ${String(batchSize)}`);
   }

@@ -3,6 +3,7 @@ import * as path from 'path';
 import { MixprecError } from '../errors';
 import { Dataset } from './dataset';
 import { IdxArray, readIdxFile, resolveIdxPath } from './idx';
+import { readOptions } from '../util/options';
 
 /** The usual MNIST training-set pixel mean and standard deviation (pixels scaled to [0, 1]). */
 export const MNIST_MEAN = 0.1307;
@@ -75,8 +76,9 @@ function loadSplit(dir: string, imagesName: string, labelsName: string, split: s
  * Missing or unreadable files throw E_IO; malformed files (bad IDX, dims other than [n, 28, 28] /
  * [n], image and label counts that differ, labels above 9) throw E_DATA.
  */
-export function loadMnist(opts: MnistOptions = {}): { train: Dataset; test: Dataset } {
-  if (opts === null || typeof opts !== 'object') throw new MixprecError('E_ARG', 'loadMnist: opts must be an object');
+export function loadMnist(options: MnistOptions = {}): { train: Dataset; test: Dataset } {
+  if (options === null || typeof options !== 'object') throw new MixprecError('E_ARG', 'loadMnist: opts must be an object');
+  const opts = readOptions<MnistOptions>(options, 'loadMnist', ['dir', 'normalize'], 'ignore');
   if (opts.dir !== undefined && typeof opts.dir !== 'string') throw new MixprecError('E_ARG', 'loadMnist: opts.dir must be a string');
   if (opts.normalize !== undefined && typeof opts.normalize !== 'boolean') throw new MixprecError('E_ARG', 'loadMnist: opts.normalize must be a boolean');
   const dir = opts.dir ?? defaultMnistDir();

@@ -9,6 +9,7 @@ import * as path from 'path';
 import type { Device } from '../backends';
 import { MixprecError } from '../errors';
 import { tensor, Tensor } from '../tensor';
+import { readOptions } from '../util/options';
 
 /** The fewest characters (code points) a text may have: anything shorter cannot train a model. */
 export const MIN_TEXT_CHARS = 16;
@@ -354,10 +355,11 @@ const OPTION_KEYS = new Set(['text', 'file', 'corpus', 'trainFraction']);
  * an empty, binary or non-UTF-8 file, or a text shorter than MIN_TEXT_CHARS, with fewer than 2
  * distinct characters, or too short to give each split 2 characters.
  */
-export function text(opts: TextOptions = {}): TextDataset {
-  if (opts === null || typeof opts !== 'object' || Array.isArray(opts)) {
-    throw new MixprecError('E_ARG', `text: opts must be an object, got ${typeName(opts)}`);
+export function text(options: TextOptions = {}): TextDataset {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new MixprecError('E_ARG', `text: opts must be an object, got ${typeName(options)}`);
   }
+  const opts = readOptions<TextOptions>(options, 'text', null);
   for (const k of Object.keys(opts)) {
     if (!OPTION_KEYS.has(k)) throw new MixprecError('E_ARG', `text: unknown option ${JSON.stringify(k)} (expected text, file, corpus or trainFraction)`);
   }
