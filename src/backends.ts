@@ -1,5 +1,6 @@
 import { MixprecError } from './errors';
 import { native } from './native';
+import { show } from './util/show';
 
 /** 'cuda' is GPU 0; 'cuda:N' is GPU N (one backend per GPU: its own stream and memory). */
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
@@ -38,7 +39,7 @@ export function resolveDevice(device: unknown = 'auto'): Device {
     if (index >= count) throw new MixprecError('E_NO_CUDA', `there is no GPU ${index} (this machine has ${count}: 'cuda:0' .. 'cuda:${count - 1}')`);
     return index === 0 ? 'cuda' : (`cuda:${index}` as Device);
   }
-  throw new MixprecError('E_DEVICE', `device must be 'auto', 'cpu', 'cuda' or 'cuda:N' (got ${String(device)})`);
+  throw new MixprecError('E_DEVICE', `device must be 'auto', 'cpu', 'cuda' or 'cuda:N' (got ${show(device)})`);
 }
 
 /** Live tensor memory per backend kind (cuda: all GPUs): bytes and allocations not yet freed (by dispose() or GC). */

@@ -1,5 +1,6 @@
 import type { DTypeCode } from '../binding';
 import { MixprecError } from './errors';
+import { show } from './util/show';
 
 /** Element types. int32 is for indices (token ids, class labels): ops do no arithmetic on it. */
 export type DType = 'float32' | 'float16' | 'bfloat16' | 'int32';
@@ -11,11 +12,11 @@ const CODES: Record<DType, DTypeCode | 3> = { float32: 0, float16: 1, bfloat16: 
 
 export function checkDType(d: unknown, what = 'dtype'): DType {
   if (typeof d === 'string' && (DTYPES as readonly string[]).includes(d)) return d as DType;
-  throw new MixprecError('E_DTYPE', `${what} must be one of ${DTYPES.join(', ')} (got ${String(d)})`);
+  throw new MixprecError('E_DTYPE', `${what} must be one of ${DTYPES.join(', ')} (got ${show(d)})`);
 }
 export function checkFloatDType(d: unknown, what = 'dtype'): FloatDType {
   if (typeof d === 'string' && (FLOAT_DTYPES as readonly string[]).includes(d)) return d as FloatDType;
-  throw new MixprecError('E_DTYPE', `${what} must be one of ${FLOAT_DTYPES.join(', ')} (got ${String(d)})`);
+  throw new MixprecError('E_DTYPE', `${what} must be one of ${FLOAT_DTYPES.join(', ')} (got ${show(d)})`);
 }
 /** The native code of a float dtype (the ops' xType fields). */
 export function dtypeCode(d: DType): DTypeCode {

@@ -7,6 +7,7 @@ import { native } from './native';
 import { full, Tensor } from './tensor';
 import type { Device } from './backends';
 import { readOption, readOptions } from './util/options';
+import { show } from './util/show';
 
 export type OptimizerKind = 'sgd' | 'adam' | 'adamw';
 
@@ -33,7 +34,7 @@ export interface OptimizerStateDict {
 const KIND_CODE: Record<OptimizerKind, 0 | 1 | 2> = { sgd: 0, adam: 1, adamw: 2 };
 
 function num(v: unknown, what: string, ok: (x: number) => boolean, rule: string): number {
-  if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) throw new MixprecError('E_ARG', `${what} ${rule} (got ${String(v)})`);
+  if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) throw new MixprecError('E_ARG', `${what} ${rule} (got ${show(v)})`);
   return v;
 }
 
@@ -88,7 +89,7 @@ export class Optimizer {
   /** Restores a stateDict() of an optimizer of the same kind (validated whole, see checkOptimizerState, before anything changes). */
   loadStateDict(d: OptimizerStateDict, device?: Device): void {
     if (typeof d !== 'object' || d === null) throw new MixprecError('E_STATE', 'optimizer state must be an object');
-    if (d.kind !== this.kind) throw new MixprecError('E_STATE', `optimizer state is for '${String(d.kind)}', this optimizer is '${this.kind}'`);
+    if (d.kind !== this.kind) throw new MixprecError('E_STATE', `optimizer state is for '${show(d.kind)}', this optimizer is '${this.kind}'`);
     const { hyper } = checkOptimizerState(d);
     const dev = device ?? this.#m?.device ?? 'cpu';
     const load = (x: Float32Array | undefined) => {
@@ -124,7 +125,7 @@ export function checkOptimizerState(d: unknown, length?: number): { kind: Optimi
   if (typeof d !== 'object' || d === null) throw new MixprecError('E_STATE', 'optimizer state must be an object');
   const o = d as Record<string, unknown>;
   const kind = o.kind;
-  if (kind !== 'sgd' && kind !== 'adam' && kind !== 'adamw') throw new MixprecError('E_STATE', `optimizer state: kind must be 'sgd', 'adam' or 'adamw' (got ${String(kind)})`);
+  if (kind !== 'sgd' && kind !== 'adam' && kind !== 'adamw') throw new MixprecError('E_STATE', `optimizer state: kind must be 'sgd', 'adam' or 'adamw' (got ${show(kind)})`);
   const step = o.step;
   if (typeof step !== 'number' || !Number.isSafeInteger(step) || step < 0) throw new MixprecError('E_STATE', 'optimizer state: step must be a non-negative integer');
   const hyper = validateHyper(kind, o.hyper);
@@ -173,7 +174,7 @@ function validateHyper(kind: OptimizerKind, h: unknown): Hyper {
 
 function decayOption(d: unknown): DecayParameters {
   if (d === undefined || d === 'all' || d === 'matrices') return d ?? 'all';
-  throw new MixprecError('E_ARG', `decayParameters must be 'all' or 'matrices' (got ${String(d)})`);
+  throw new MixprecError('E_ARG', `decayParameters must be 'all' or 'matrices' (got ${show(d)})`);
 }
 
 /**

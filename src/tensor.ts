@@ -8,6 +8,7 @@ import type { Node } from './autograd/tape';
 import { backwardFrom } from './autograd/tape';
 import { trackTensor } from './autograd/scope';
 import * as views from './ops/views';
+import { show } from './ops/check';
 
 export interface TensorOptions {
   dtype?: DType;
@@ -153,6 +154,8 @@ export class Tensor {
   /** The values of an int32 tensor in row-major order. */
   async toInt32(): Promise<Int32Array> {
     if (this.dtype !== 'int32') throw new MixprecError('E_DTYPE', `toInt32 needs an int32 tensor (got ${this.dtype})`);
+    this.handle(); // E_DISPOSED even when empty
+    if (this.size === 0) return new Int32Array(0); // an empty view may start past its storage's end
     const t = this.isContiguous() ? this : views.contiguousCopy(this);
     try {
       const bytes = native().readBytes(t.handle(), (t.offset + t.size) * 4);
@@ -229,7 +232,7 @@ export function checkShape(shape: unknown, what = 'shape'): number[] {
   if (!Array.isArray(shape)) throw new MixprecError('E_SHAPE', `${what} must be an array of non-negative integers`);
   for (const d of shape)
     if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0)
-      throw new MixprecError('E_SHAPE', `${what} must hold non-negative integers (got [${shape.join(', ')}])`);
+      throw new MixprecError('E_SHAPE', `${what} must hold non-negative integers (got ${show(shape)})`);
   if (shape.length > 8) throw new MixprecError('E_SHAPE', `at most 8 dimensions (got ${shape.length})`);
   return [...shape];
 }

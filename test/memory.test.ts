@@ -72,7 +72,7 @@ test('without a built addon, the first call is MixprecError E_NO_ADDON naming th
   fs.copyFileSync(path.join(__dirname, '..', 'package.json'), path.join(dir, 'package.json'));
   fs.symlinkSync(path.join(__dirname, '..', 'node_modules'), path.join(dir, 'node_modules'));
   const script = `const m = require('./dist'); try { m.backends(); console.log('no error'); } catch (e) { console.log(JSON.stringify({ name: e.name, code: e.code, message: e.message })); }`;
-  const r = spawnSync(process.execPath, ['-e', script], { cwd: dir, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, ['-e', script], { cwd: dir, encoding: 'utf8', env: { ...process.env, MIXPREC_ADDON: '' } }); // no addon elsewhere either
   fs.rmSync(dir, { recursive: true, force: true });
   const out = JSON.parse(r.stdout.trim());
   expect(out).toMatchObject({ name: 'MixprecError', code: 'E_NO_ADDON' });

@@ -79,8 +79,15 @@ void layerNormBackward(const LayerNormBackwardArgs& a) {
   const int64_t M = a.M, N = a.N;
   const bool params = a.dgamma || a.dbeta;
   if (!a.dx && !params) return;
-  const std::vector<float> gamma = vectorOr(a.gamma, a.gType, N, 1.0f);
   const int64_t R = rowsPerBlock(M), blocks = ceilDiv(M, R);
+  if (M == 0) {
+    // No rows: dgamma / dbeta are sums of nothing, and gamma (N wide, maybe huge) is never read.
+    std::vector<float> none;
+    if (a.dgamma) reduceBlocks(none, 0, N, a.dgamma, a.dgType, a.accumulate);
+    if (a.dbeta) reduceBlocks(none, 0, N, a.dbeta, a.dgType, a.accumulate);
+    return;
+  }
+  const std::vector<float> gamma = vectorOr(a.gamma, a.gType, N, 1.0f);
   // Per-block dgamma / dbeta partial sums (only when they are asked for).
   std::vector<float> pg(params ? (size_t)(blocks * N) : 0), pb(params ? (size_t)(blocks * N) : 0);
   forRange(blocks, 1, [&](int64_t b0, int64_t b1) {

@@ -91,8 +91,7 @@ Napi::Value Upload(const Napi::CallbackInfo& info) {
     DType t = dtypeArg(info, 2);
     size_t offset = info.Length() > 3 && !info[3].IsUndefined() ? sizeArg(info, 3, "offset") : 0;
     size_t n = src.ElementLength();
-    requireBytes(s, offset + n, t, "upload");
-    char* dst = static_cast<char*>(s->ptr) + offset * mp::dtype_size(t);
+    char* dst = elementRange(s, offset, n, t, "upload");
     if (t == DType::F32) {
       s->backend->copyIn(dst, src.Data(), n * 4);
     } else {
@@ -134,8 +133,7 @@ Napi::Value Download(const Napi::CallbackInfo& info) {
     DType t = dtypeArg(info, 1);
     size_t n = sizeArg(info, 2, "n");
     size_t offset = info.Length() > 3 && !info[3].IsUndefined() ? sizeArg(info, 3, "offset") : 0;
-    requireBytes(s, offset + n, t, "download");
-    const char* src = static_cast<const char*>(s->ptr) + offset * mp::dtype_size(t);
+    const char* src = elementRange(s, offset, n, t, "download");
     auto out = Napi::Float32Array::New(info.Env(), n);
     if (t == DType::F32) {
       s->backend->copyOut(out.Data(), src, n * 4);

@@ -98,10 +98,15 @@ inline DType dtypeArg(const Napi::CallbackInfo& info, size_t i) {
   return static_cast<DType>(static_cast<int>(d));
 }
 
-inline void requireBytes(const Storage* s, size_t n, DType t, const char* what) {
-  if (n > s->bytes / mp::dtype_size(t))
-    mp::fail("E_SHAPE", std::string(what) + ": " + std::to_string(n) + " elements do not fit in a " +
-                            std::to_string(s->bytes) + "-byte storage");
+// The address of elements [offset, offset + n) of dtype t in s; E_SHAPE unless they lie inside it.
+// n == 0 touches nothing: any offset is fine (an empty view may start past the storage's end).
+inline char* elementRange(const Storage* s, size_t offset, size_t n, DType t, const char* what) {
+  if (n == 0) return static_cast<char*>(s->ptr);
+  const size_t avail = s->bytes / mp::dtype_size(t);
+  if (offset > avail || n > avail - offset)
+    mp::fail("E_SHAPE", std::string(what) + ": elements [" + std::to_string(offset) + ", " + std::to_string(offset) + " + " +
+                            std::to_string(n) + ") do not fit in a " + std::to_string(s->bytes) + "-byte storage");
+  return static_cast<char*>(s->ptr) + offset * mp::dtype_size(t);
 }
 
 template <typename T>

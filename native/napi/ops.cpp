@@ -2,10 +2,17 @@
 // its options object through the op's Args::visit with OpReader (the one way arguments are read),
 // then Args::check(), then the backend. Every size is overflow-checked and every tensor's extent
 // is checked against its storage, so a bypassed TS wrapper still cannot read or write out of bounds.
+//
+// Reading a field can run JS (a getter, a Proxy trap), and that JS can release a storage the reader
+// has already checked (or hand its cached block to a new handle). So the reader checks no pointer
+// for good while it reads: it records each storage it took a pointer from, and once every field is
+// read (no JS runs after that) it checks that each one still owns that memory (E_DISPOSED if not).
 #include <math.h>
 #include <string.h>
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common.h"
 
@@ -19,7 +26,15 @@ class OpReader {
  public:
   OpReader(const Napi::Object& o, const char* fn) : o_(o), fn_(fn) {}
 
-  Backend* backend() const { return backend_; }
+  Backend* backend() const { return root_->backend_; }
+
+  // After the last field is read: every storage a pointer was taken from still holds that memory
+  // (a getter or Proxy trap run by a later read may have released it).
+  void checkStillLive() const {
+    for (const auto& [s, ptr] : taken_)
+      if (s->ptr != ptr)
+        fail("E_DISPOSED", fn_ + ": a tensor storage was released while the arguments were read (by a getter or Proxy)");
+  }
 
   void dim(const char* k, int64_t& v, int64_t min) { v = integer(k, (double)min); }
   void dim(const char* k, int64_t& v, int64_t min, int64_t dflt) {
@@ -86,15 +101,22 @@ class OpReader {
   void tensor(const char* k, T*& p, DType t, size_t need, bool optional = false) {
     if (optional && !present(k)) { p = nullptr; return; }
     Storage* s = storageValue(get(k), what(k));
-    if (!backend_) backend_ = s->backend;
-    sameBackend(s, backend_, what(k).c_str());
+    Backend*& be = root_->backend_;
+    if (!be) be = s->backend;
+    sameBackend(s, be, what(k).c_str());
+    // The pointer as checked now; reading the offset below may run JS that releases s.
+    void* base = s->ptr;
+    root_->taken_.emplace_back(s, base);
     const std::string offKey = std::string(k) + "Offset";
     const size_t offset = present(offKey.c_str()) ? (size_t)integer(offKey.c_str(), 0) : 0;
     const size_t size = mp::dtype_size(t), avail = s->bytes / size;
+    // Zero elements touch no memory: any offset will do (a view of an empty tensor may start past
+    // its storage's end, as in PyTorch); the backend gets the storage's own address.
+    if (need == 0) { p = reinterpret_cast<T*>(base); return; }
     if (offset > avail || need > avail - offset)
       fail("E_SHAPE", what(k) + " needs " + std::to_string(need) + " elements from offset " + std::to_string(offset) +
                           ", its storage holds " + std::to_string(avail));
-    char* ptr = static_cast<char*>(s->ptr) + offset * size;
+    char* ptr = static_cast<char*>(base) + offset * size;
     if (reinterpret_cast<uintptr_t>(ptr) % size != 0) fail("E_ARG", what(k) + " is not aligned to its dtype");
     p = reinterpret_cast<T*>(ptr);
   }
@@ -103,6 +125,7 @@ class OpReader {
     Napi::Value x = get(k);
     if (!x.IsObject()) bad(k, "must be an object");
     OpReader nested(x.As<Napi::Object>(), (fn_ + ": " + k).c_str());
+    nested.root_ = root_;  // one backend and one list of taken storages per call
     mp::visitFields(nested, obj);
   }
 
@@ -138,7 +161,9 @@ class OpReader {
 
   Napi::Object o_;
   std::string fn_;
+  OpReader* root_ = this;  // the top-level reader of the call (nested objects share its state)
   Backend* backend_ = nullptr;
+  std::vector<std::pair<const Storage*, void*>> taken_;
 };
 
 template <class Args>
@@ -148,6 +173,7 @@ Napi::Value runOp(const Napi::CallbackInfo& info, const char* name, void (Backen
     OpReader r(info[0].As<Napi::Object>(), name);
     Args a;
     a.visit(r);
+    r.checkStillLive();  // no JS runs from here to the backend call
     a.check();
     if (!r.backend()) mp::fail("E_ARG", std::string(name) + ": no tensor given");
     (r.backend()->*fn)(a);
@@ -159,12 +185,14 @@ Napi::Value runOp(const Napi::CallbackInfo& info, const char* name, void (Backen
 // host-side AmpState (GradScaler.update() outside a fused step): the same function as on the device.
 Napi::Value ScalerUpdateHost(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
-    auto bytes = typedArrayArg<Napi::Uint8Array>(info, 0, napi_uint8_array, "scalerUpdateHost: state must be a Uint8Array");
-    if (bytes.ByteLength() < sizeof(mp::AmpState)) mp::fail("E_SHAPE", "scalerUpdateHost: state buffer is too small");
+    typedArrayArg<Napi::Uint8Array>(info, 0, napi_uint8_array, "scalerUpdateHost: state must be a Uint8Array");
     if (!info[1].IsObject()) mp::fail("E_ARG", "scalerUpdateHost: scaler must be an object");
     mp::ScalerConfig c;
     OpReader r(info[1].As<Napi::Object>(), "scalerUpdateHost: scaler");
     mp::visitFields(r, c);
+    // Only now the buffer's memory and length: a getter of the scaler may have detached (transferred) it.
+    auto bytes = typedArrayArg<Napi::Uint8Array>(info, 0, napi_uint8_array, "scalerUpdateHost: state must be a Uint8Array");
+    if (bytes.ByteLength() < sizeof(mp::AmpState)) mp::fail("E_SHAPE", "scalerUpdateHost: state buffer is too small");
     mp::AmpState s;
     memcpy(&s, bytes.Data(), sizeof s);
     s.foundInf = info[2].ToBoolean() ? 1 : 0;

@@ -4,6 +4,7 @@
 import { MixprecError } from '../errors';
 import type { FloatDType } from '../dtype';
 import type { Tensor } from '../tensor';
+import { show } from '../util/show';
 
 export type AutocastPrecision = 'fp16' | 'bf16';
 
@@ -65,14 +66,17 @@ export function policyOf(op: string): PolicyClass {
  * 'fp32' runs fn with autocast off. fn must be synchronous.
  */
 export function autocast<T>(precision: AutocastPrecision | 'fp32', fn: () => T): T {
-  if (precision !== 'fp16' && precision !== 'bf16' && precision !== 'fp32') throw new MixprecError('E_ARG', `autocast: precision must be 'fp16', 'bf16' or 'fp32' (got ${String(precision)})`);
+  if (precision !== 'fp16' && precision !== 'bf16' && precision !== 'fp32') throw new MixprecError('E_ARG', `autocast: precision must be 'fp16', 'bf16' or 'fp32' (got ${show(precision)})`);
   if (typeof fn !== 'function') throw new MixprecError('E_ARG', 'autocast(precision, fn) needs a function');
   const [prev, prevCache] = [active, cache];
   active = precision === 'fp32' ? null : LOW[precision];
   cache = active ? new Map() : null;
   try {
     const r = fn();
-    if (r instanceof Promise) throw new MixprecError('E_ARG', 'autocast(fn): fn must be synchronous');
+    if (r instanceof Promise) {
+      r.catch(() => undefined); // refused: its rejection must not become an unhandled one
+      throw new MixprecError('E_ARG', 'autocast(fn): fn must be synchronous');
+    }
     return r;
   } finally {
     [active, cache] = [prev, prevCache];

@@ -11,6 +11,7 @@ import { AmpStateBuffer } from './state';
 import type { ParameterStore } from './store';
 import type { Tensor } from '../tensor';
 import { readOptions } from '../util/options';
+import { show } from '../util/show';
 
 export interface GradScalerOptions {
   /** false: a pass-through scaler (scale 1, never skips): plain fp32 training. Default true. */
@@ -66,7 +67,7 @@ function checkOptions(options: GradScalerOptions, code: 'E_ARG' | 'E_STATE' = 'E
   const isNum = (x: unknown) => typeof x === 'number' && !Number.isNaN(x);
   // Checked as the float32 the state stores: 1e-46 is 0 there, 1e39 is inf.
   if (!isNum(r.initScale) || !(Math.fround(r.initScale) >= MIN_LOSS_SCALE) || !Number.isFinite(Math.fround(r.initScale)))
-    throw bad(`initScale must be a finite float32 >= 2^-126 (got ${String(r.initScale)})`);
+    throw bad(`initScale must be a finite float32 >= 2^-126 (got ${show(r.initScale)})`);
   if (!isNum(r.growthFactor) || !(r.growthFactor > 1) || !Number.isFinite(r.growthFactor)) throw bad('growthFactor must be > 1');
   if (!isNum(r.backoffFactor) || !(r.backoffFactor > 0 && r.backoffFactor < 1)) throw bad('backoffFactor must be in (0, 1)');
   if (!Number.isSafeInteger(r.growthInterval) || r.growthInterval <= 0 || r.growthInterval > 2 ** 31 - 1) throw bad('growthInterval must be a positive integer');
@@ -244,7 +245,7 @@ export class GradScaler {
       const x: unknown = d[k];
       if (typeof x === 'object' && x !== null) (d as unknown as Record<string, unknown>)[k] = snapshot(x, `GradScaler state ${k}`, 'E_STATE');
     }
-    if (d.version !== 1) throw new MixprecError('E_STATE', `GradScaler state version ${String(d.version)} is not supported (expected 1)`);
+    if (d.version !== 1) throw new MixprecError('E_STATE', `GradScaler state version ${show(d.version)} is not supported (expected 1)`);
     // JSON turns Infinity into null: accept that spelling for maxScale.
     const opts = { ...(d.options ?? {}) } as GradScalerOptions & { maxScale: number | null };
     if (opts.maxScale === null) opts.maxScale = Infinity;

@@ -8,6 +8,7 @@ import { native } from '../native';
 import { fillTensor, full, Tensor, checkShape } from '../tensor';
 import { copyInto } from '../ops/kernels';
 import { AMP_STATE_BYTES } from './state';
+import { show } from '../util/show';
 
 export type Precision = 'fp32' | 'fp16' | 'bf16';
 export const PRECISIONS: readonly Precision[] = ['fp32', 'fp16', 'bf16'];
@@ -55,7 +56,7 @@ export class ParameterStore {
     if (typeof opts !== 'object' || opts === null) throw new MixprecError('E_ARG', 'options must be an object');
     for (const k of Object.keys(opts)) if (k !== 'precision' && k !== 'device') throw new MixprecError('E_ARG', `unknown store option '${k}'`);
     const precision = opts.precision ?? 'fp16';
-    if (!PRECISIONS.includes(precision)) throw new MixprecError('E_ARG', `precision must be 'fp32', 'fp16' or 'bf16' (got ${String(precision)})`);
+    if (!PRECISIONS.includes(precision)) throw new MixprecError('E_ARG', `precision must be 'fp32', 'fp16' or 'bf16' (got ${show(precision)})`);
     if (!Array.isArray(specs) || specs.length === 0) throw new MixprecError('E_ARG', 'a parameter store needs a non-empty list of { name, shape }');
     const views: ParameterView[] = [];
     let offset = 0;

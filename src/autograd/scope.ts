@@ -17,7 +17,10 @@ export function noGrad<T>(fn: () => T): T {
   gradEnabled = false;
   try {
     const r = fn();
-    if (r instanceof Promise) throw new MixprecError('E_ARG', 'noGrad(fn): fn must be synchronous (an async fn would leave recording off across awaits)');
+    if (r instanceof Promise) {
+      r.catch(() => undefined); // refused: its rejection must not become an unhandled one (which ends the process)
+      throw new MixprecError('E_ARG', 'noGrad(fn): fn must be synchronous (an async fn would leave recording off across awaits)');
+    }
     return r;
   } finally {
     gradEnabled = prev;
@@ -54,7 +57,10 @@ export function tidy<T>(fn: () => T): T {
   let result: T;
   try {
     result = fn();
-    if (result instanceof Promise) throw new MixprecError('E_ARG', 'tidy(fn): fn must be synchronous');
+    if (result instanceof Promise) {
+      result.catch(() => undefined); // refused: its rejection must not become an unhandled one
+      throw new MixprecError('E_ARG', 'tidy(fn): fn must be synchronous');
+    }
   } catch (err) {
     scopes.pop();
     for (const t of scope) t.dispose(); // nothing created inside survives a throw

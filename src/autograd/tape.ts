@@ -77,6 +77,7 @@ export function record(name: string, out: Tensor, inputs: readonly (Tensor | num
 
 /** The gradient of a tensor in the tensor's own dtype and shape, contiguous. */
 function conform(g: Tensor, like: Tensor, what: string): Tensor {
+  if (g.dtype === 'int32') throw new MixprecError('E_DTYPE', `${what}: a gradient must be a float tensor (got int32)`);
   if (g.shape.length !== like.shape.length || g.shape.some((d, i) => d !== like.shape[i]))
     throw new MixprecError('E_SHAPE', `${what}: gradient of shape [${g.shape.join(', ')}] for a tensor of shape [${like.shape.join(', ')}]`);
   return g.dtype === like.dtype && g.isContiguous() ? g : k.copyTo(g, like.dtype);

@@ -3,6 +3,7 @@ import { types } from 'node:util';
 import { MixprecError } from '../errors';
 import { fmix32, mulberry32 } from '../rng';
 import { readOptions } from '../util/options';
+import { show } from '../util/show';
 
 /**
  * A dataset held in memory.
@@ -127,10 +128,10 @@ export function arrayDataset(
   if (options === null || typeof options !== 'object') throw new MixprecError('E_ARG', `arrayDataset: opts must be an object, got ${typeName(options)}`);
   const opts = readOptions<{ features?: number; classes?: number }>(options, 'arrayDataset', ['features', 'classes'], 'ignore');
   if (opts.features !== undefined && !isPositiveInt(opts.features)) {
-    throw new MixprecError('E_ARG', `arrayDataset: opts.features must be a positive integer, got ${String(opts.features)}`);
+    throw new MixprecError('E_ARG', `arrayDataset: opts.features must be a positive integer, got ${show(opts.features)}`);
   }
   if (opts.classes !== undefined && !isPositiveInt(opts.classes)) {
-    throw new MixprecError('E_ARG', `arrayDataset: opts.classes must be a positive integer, got ${String(opts.classes)}`);
+    throw new MixprecError('E_ARG', `arrayDataset: opts.classes must be a positive integer, got ${show(opts.classes)}`);
   }
   if (!(types.isFloat32Array(x)) && !Array.isArray(x)) {
     throw new MixprecError('E_ARG', `arrayDataset: x must be a Float32Array or number[][], got ${typeName(x)}`);
@@ -269,13 +270,13 @@ export function shuffleState(seed: number, epoch: number): number {
  */
 export function shuffledIndices(n: number, seed: number, epoch: number): Uint32Array {
   if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 0xffffffff) {
-    throw new MixprecError('E_ARG', `shuffledIndices: n must be an integer in [0, 2^32), got ${String(n)}`);
+    throw new MixprecError('E_ARG', `shuffledIndices: n must be an integer in [0, 2^32), got ${show(n)}`);
   }
   if (typeof seed !== 'number' || !Number.isSafeInteger(seed)) {
-    throw new MixprecError('E_ARG', `shuffledIndices: seed must be a safe integer, got ${String(seed)}`);
+    throw new MixprecError('E_ARG', `shuffledIndices: seed must be a safe integer, got ${show(seed)}`);
   }
   if (typeof epoch !== 'number' || !Number.isSafeInteger(epoch)) {
-    throw new MixprecError('E_ARG', `shuffledIndices: epoch must be a safe integer, got ${String(epoch)}`);
+    throw new MixprecError('E_ARG', `shuffledIndices: epoch must be a safe integer, got ${show(epoch)}`);
   }
   const out = new Uint32Array(n);
   for (let i = 0; i < n; i++) out[i] = i;
@@ -297,8 +298,8 @@ function checkDataset(ds: Dataset): { yCols: number; labels: boolean } {
   if (ds === null || typeof ds !== 'object') throw new MixprecError('E_ARG', `batches: expected a Dataset, got ${typeName(ds)}`);
   const { x, y, n, features } = ds;
   if (!(types.isFloat32Array(x))) throw new MixprecError('E_ARG', `batches: dataset.x must be a Float32Array, got ${typeName(x)}`);
-  if (!Number.isInteger(n) || n < 0) throw new MixprecError('E_SHAPE', `batches: dataset.n must be a non-negative integer, got ${String(n)}`);
-  if (!isPositiveInt(features)) throw new MixprecError('E_SHAPE', `batches: dataset.features must be a positive integer, got ${String(features)}`);
+  if (!Number.isInteger(n) || n < 0) throw new MixprecError('E_SHAPE', `batches: dataset.n must be a non-negative integer, got ${show(n)}`);
+  if (!isPositiveInt(features)) throw new MixprecError('E_SHAPE', `batches: dataset.features must be a positive integer, got ${show(features)}`);
   if (x.length !== n * features) {
     throw new MixprecError('E_SHAPE', `batches: dataset.x has ${x.length} values, expected n * features = ${n} * ${features}`);
   }
@@ -309,7 +310,7 @@ function checkDataset(ds: Dataset): { yCols: number; labels: boolean } {
   if (types.isFloat32Array(y)) {
     const t = ds.targets ?? (n > 0 ? y.length / n : 1);
     if (!isPositiveInt(t) || y.length !== n * t) {
-      throw new MixprecError('E_SHAPE', `batches: dataset.y has ${y.length} values, not n * targets (n = ${n}, targets = ${String(ds.targets)})`);
+      throw new MixprecError('E_SHAPE', `batches: dataset.y has ${y.length} values, not n * targets (n = ${n}, targets = ${show(ds.targets)})`);
     }
     return { yCols: t, labels: false };
   }
@@ -326,19 +327,19 @@ export function batches(ds: Dataset, opts: BatchOptions): Generator<Batch> {
   if (opts === null || typeof opts !== 'object') throw new MixprecError('E_ARG', `batches: opts must be an object, got ${typeName(opts)}`);
   const { batchSize, shuffle = false, seed = 0, epoch = 0, dropLast = false, shard } = readOptions<BatchOptions>(opts, 'batches', ['batchSize', 'shuffle', 'seed', 'epoch', 'dropLast', 'shard'], 'ignore');
   if (!isPositiveInt(batchSize)) {
-    throw new MixprecError('E_ARG', `batches: batchSize must be a positive integer, got ${String(batchSize)}`);
+    throw new MixprecError('E_ARG', `batches: batchSize must be a positive integer, got ${show(batchSize)}`);
   }
   const { yCols, labels } = checkDataset(ds);
   const order = shuffle ? shuffledIndices(ds.n, seed, epoch) : null;
   if (!shuffle) {
     // Validate seed/epoch types even when unused, so a typo does not pass silently.
-    if (!Number.isSafeInteger(seed)) throw new MixprecError('E_ARG', `batches: seed must be a safe integer, got ${String(seed)}`);
-    if (!Number.isSafeInteger(epoch)) throw new MixprecError('E_ARG', `batches: epoch must be a safe integer, got ${String(epoch)}`);
+    if (!Number.isSafeInteger(seed)) throw new MixprecError('E_ARG', `batches: seed must be a safe integer, got ${show(seed)}`);
+    if (!Number.isSafeInteger(epoch)) throw new MixprecError('E_ARG', `batches: epoch must be a safe integer, got ${show(epoch)}`);
   }
   if (shard === undefined) return gen(ds, batchSize, dropLast, order, yCols, labels);
   const { rank, worldSize, pad = true } = shard ?? ({} as BatchOptions['shard'] & object);
   if (!isPositiveInt(worldSize) || !Number.isSafeInteger(rank) || rank < 0 || rank >= worldSize)
-    throw new MixprecError('E_ARG', `batches: shard needs { rank, worldSize } with 0 <= rank < worldSize, got ${String(rank)} of ${String(worldSize)}`);
+    throw new MixprecError('E_ARG', `batches: shard needs { rank, worldSize } with 0 <= rank < worldSize, got ${show(rank)} of ${show(worldSize)}`);
   const total = pad ? Math.ceil(ds.n / worldSize) * worldSize : ds.n;
   const mine = new Uint32Array(Math.max(0, Math.ceil((total - rank) / worldSize)));
   for (let k = 0, i = rank; i < total; i += worldSize, k++) mine[k] = order ? order[i % ds.n] : i % ds.n;

@@ -10,6 +10,7 @@ import type { Device } from '../backends';
 import { MixprecError } from '../errors';
 import { tensor, Tensor } from '../tensor';
 import { readOptions } from '../util/options';
+import { show } from '../util/show';
 
 /** The fewest characters (code points) a text may have: anything shorter cannot train a model. */
 export const MIN_TEXT_CHARS = 16;
@@ -116,7 +117,7 @@ export class TextVocabulary {
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];
       if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
-        throw new MixprecError('E_ARG', `decode: ids[${i}] = ${String(id)} is not a token id in [0, ${this.vocabSize})`);
+        throw new MixprecError('E_ARG', `decode: ids[${i}] = ${show(id)} is not a token id in [0, ${this.vocabSize})`);
       }
       parts[i] = this.vocab[id];
     }
@@ -218,7 +219,7 @@ export class TextDataset extends TextVocabulary {
   #windowIds(split: TextSplit, blockSize: number): Int32Array {
     const ids = this.split(split);
     if (!Number.isSafeInteger(blockSize) || blockSize <= 0) {
-      throw new MixprecError('E_ARG', `text: blockSize must be a positive integer, got ${String(blockSize)}`);
+      throw new MixprecError('E_ARG', `text: blockSize must be a positive integer, got ${show(blockSize)}`);
     }
     if (ids.length < blockSize + 1) {
       throw new MixprecError(
@@ -240,7 +241,7 @@ export class TextDataset extends TextVocabulary {
   batch(split: TextSplit, batchSize: number, blockSize: number, rng: UniformSource): TextBatch {
     const ids = this.#windowIds(split, blockSize);
     if (!Number.isSafeInteger(batchSize) || batchSize <= 0) {
-      throw new MixprecError('E_ARG', `text: batchSize must be a positive integer, got ${String(batchSize)}`);
+      throw new MixprecError('E_ARG', `text: batchSize must be a positive integer, got ${show(batchSize)}`);
     }
     if (rng === null || typeof rng !== 'object' || typeof rng.next !== 'function') {
       throw new MixprecError('E_ARG', `text: rng must be an Rng (from mixprec's rng module), got ${typeName(rng)}`);
@@ -367,7 +368,7 @@ export function text(options: TextOptions = {}): TextDataset {
   if (given.length > 1) throw new MixprecError('E_ARG', `text: give one of text, file and corpus, not ${given.join(' and ')}`);
   const { trainFraction = 0.9 } = opts;
   if (typeof trainFraction !== 'number' || !(trainFraction > 0 && trainFraction < 1)) {
-    throw new MixprecError('E_ARG', `text: trainFraction must be a number in (0, 1), got ${String(trainFraction)}`);
+    throw new MixprecError('E_ARG', `text: trainFraction must be a number in (0, 1), got ${show(trainFraction)}`);
   }
 
   if (opts.text !== undefined) {

@@ -5,6 +5,7 @@
 // of its significand, which the histogram keeps per bucket).
 import { types } from 'node:util';
 import { MixprecError } from '../errors';
+import { show } from '../util/show';
 
 /** IEEE binary16 facts. */
 export const FP16 = Object.freeze({
@@ -74,7 +75,7 @@ function pow2(k: number): number {
 
 /** The integer k with scale = 2^k; E_ARG for a scale that is not a power of two. */
 export function scaleExponent(scale: number): number {
-  if (typeof scale !== 'number' || !(scale > 0) || !Number.isFinite(scale)) throw new MixprecError('E_ARG', `loss scale must be a positive power of two (got ${String(scale)})`);
+  if (typeof scale !== 'number' || !(scale > 0) || !Number.isFinite(scale)) throw new MixprecError('E_ARG', `loss scale must be a positive power of two (got ${show(scale)})`);
   const k = Math.round(Math.log2(scale));
   if (pow2(k) !== scale) throw new MixprecError('E_ARG', `loss scale must be a power of two for the exact FP16 classification (got ${scale})`);
   return k;

@@ -2,6 +2,7 @@
 // and loss scale with skipped steps), and the bench bar chart.
 import { Log2Histogram } from './histogram';
 import { BarGroup, barChart, esc, lineChart, n, svgDoc, text } from './svg';
+import { show } from '../util/show';
 
 const pct = (x: number) => (x === 0 ? '0%' : x < 0.001 ? `${(x * 100).toPrecision(2)}%` : `${(x * 100).toFixed(x < 0.1 ? 2 : 1)}%`);
 export { pct as formatPercent };
@@ -193,7 +194,7 @@ export function benchChart(result: { gemm?: { rows?: GemmRowLike[] }; train?: { 
   for (const r of result.gemm?.rows ?? []) {
     const name = DTYPE_NAME[String(r.dtype)];
     if (!name || typeof r.gflops !== 'number') continue;
-    const label = `${String(r.device)} n=${String(r.size)}`;
+    const label = `${show(r.device)} n=${show(r.size)}`;
     if (!gemmGroups.has(label)) gemmGroups.set(label, { label, bars: [] });
     gemmGroups.get(label)!.bars.push({ name, value: r.gflops });
   }
@@ -208,7 +209,7 @@ export function benchChart(result: { gemm?: { rows?: GemmRowLike[] }; train?: { 
   }
   if (trainGroups.size) parts.push(barChart({ title: 'Training step: samples/s by precision', groups: [...trainGroups.values()], yLabel: 'samples/s', colors: PREC_COLORS, width: 480 }));
   if (!parts.length) return null;
-  const note = `mixprec bench${result.machine?.cpu ? ` on ${String(result.machine.cpu)}` : ''}${result.machine?.date ? `, ${String(result.machine.date)}` : ''}`;
+  const note = `mixprec bench${result.machine?.cpu ? ` on ${show(result.machine.cpu)}` : ''}${result.machine?.date ? `, ${show(result.machine.date)}` : ''}`;
   const footer = svgDoc(720, 24, note, text(10, 16, note, { 'font-size': 11, fill: '#555' }));
   return stack([...parts, footer], 'mixprec bench: fp32 vs fp16');
 }

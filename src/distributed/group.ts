@@ -8,6 +8,7 @@ import { noGrad } from '../autograd/scope';
 import { copyInto } from '../ops/kernels';
 import { empty, Tensor } from '../tensor';
 import { readOptions } from '../util/options';
+import { show } from '../util/show';
 
 export type DistBackend = 'auto' | 'gloo' | 'nccl';
 export type ReduceOp = 'sum' | 'avg' | 'max' | 'min';
@@ -65,17 +66,17 @@ export function init(options: InitOptions = {}): GroupInfo {
   const worldSize = opts.worldSize ?? envInt('WORLD_SIZE', 1);
   const rank = opts.rank ?? envInt('RANK', 0);
   const localRank = envInt('LOCAL_RANK', rank);
-  if (!Number.isSafeInteger(worldSize) || worldSize < 1) throw new MixprecError('E_ARG', `worldSize must be a positive integer (got ${String(worldSize)})`);
-  if (!Number.isSafeInteger(rank) || rank < 0 || rank >= worldSize) throw new MixprecError('E_ARG', `rank must be an integer in [0, ${worldSize}) (got ${String(rank)})`);
+  if (!Number.isSafeInteger(worldSize) || worldSize < 1) throw new MixprecError('E_ARG', `worldSize must be a positive integer (got ${show(worldSize)})`);
+  if (!Number.isSafeInteger(rank) || rank < 0 || rank >= worldSize) throw new MixprecError('E_ARG', `rank must be an integer in [0, ${worldSize}) (got ${show(rank)})`);
   const masterAddr = opts.masterAddr ?? (process.env.MASTER_ADDR || '127.0.0.1');
   const masterPort = opts.masterPort ?? envInt('MASTER_PORT', 29500);
   const timeoutMs = opts.timeoutMs ?? envInt('MIXPREC_DIST_TIMEOUT_MS', 60000);
   if (typeof masterAddr !== 'string' || masterAddr === '') throw new MixprecError('E_ARG', 'masterAddr must be a host name or address');
-  if (!Number.isSafeInteger(masterPort) || masterPort < 1 || masterPort > 65535) throw new MixprecError('E_ARG', `masterPort must be in 1..65535 (got ${String(masterPort)})`);
+  if (!Number.isSafeInteger(masterPort) || masterPort < 1 || masterPort > 65535) throw new MixprecError('E_ARG', `masterPort must be in 1..65535 (got ${show(masterPort)})`);
   if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 2 ** 31 - 1) throw new MixprecError('E_ARG', 'timeoutMs must be a positive integer (milliseconds)');
   if (opts.storeDir !== undefined && (typeof opts.storeDir !== 'string' || opts.storeDir === '')) throw new MixprecError('E_ARG', 'storeDir must be a folder path');
   let backend = opts.backend ?? 'auto';
-  if (!['auto', 'gloo', 'nccl'].includes(backend)) throw new MixprecError('E_ARG', `backend must be 'auto', 'gloo' or 'nccl' (got ${String(backend)})`);
+  if (!['auto', 'gloo', 'nccl'].includes(backend)) throw new MixprecError('E_ARG', `backend must be 'auto', 'gloo' or 'nccl' (got ${show(backend)})`);
   if (backend === 'auto') {
     const cuda = backends().find((b) => b.name === 'cuda');
     backend = cuda?.available && available().nccl ? 'nccl' : 'gloo';
@@ -123,7 +124,7 @@ function checkTensor(t: unknown, what: string): Tensor {
  */
 export function allReduce(t: Tensor, op: ReduceOp = 'sum'): Tensor {
   checkTensor(t, 'allReduce');
-  if (!['sum', 'avg', 'max', 'min'].includes(op)) throw new MixprecError('E_ARG', `op must be 'sum', 'avg', 'max' or 'min' (got ${String(op)})`);
+  if (!['sum', 'avg', 'max', 'min'].includes(op)) throw new MixprecError('E_ARG', `op must be 'sum', 'avg', 'max' or 'min' (got ${show(op)})`);
   if (t.dtype === 'float32' || t.dtype === 'int32') {
     native().distAllReduce(t.handle(), t.offset * 4, t.size, ELEM[t.dtype], op, true);
     return t;

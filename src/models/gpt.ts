@@ -10,6 +10,7 @@ import { add, dropout, linear, matmul, mul, scaledDotProductAttention, softmax }
 import { tensor } from '../tensor';
 import { Module } from '../nn/module';
 import { Embedding, LayerNorm, Linear, ModuleList, normal } from '../nn/modules';
+import { show } from '../util/show';
 
 export interface GPTConfig {
   vocabSize: number;
@@ -41,13 +42,13 @@ function checkConfig(c: unknown): Required<GPTConfig> {
   for (const k of Object.keys(o)) if (!KEYS.includes(k)) throw new MixprecError('E_ARG', `gpt: unknown option '${k}'`);
   const int = (k: string) => {
     const v = o[k];
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1 || v > 2 ** 24) throw new MixprecError('E_ARG', `gpt: ${k} must be an integer in [1, 2^24] (got ${String(v)})`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1 || v > 2 ** 24) throw new MixprecError('E_ARG', `gpt: ${k} must be an integer in [1, 2^24] (got ${show(v)})`);
     return v;
   };
   const [vocabSize, blockSize, nLayer, nHead, nEmbd] = ['vocabSize', 'blockSize', 'nLayer', 'nHead', 'nEmbd'].map(int);
   if (nEmbd % nHead !== 0) throw new MixprecError('E_ARG', `gpt: nEmbd ${nEmbd} must be a multiple of nHead ${nHead}`);
   const p = o.dropout ?? 0;
-  if (typeof p !== 'number' || !(p >= 0 && p < 1)) throw new MixprecError('E_ARG', `gpt: dropout must be in [0, 1) (got ${String(p)})`);
+  if (typeof p !== 'number' || !(p >= 0 && p < 1)) throw new MixprecError('E_ARG', `gpt: dropout must be in [0, 1) (got ${show(p)})`);
   const bias = o.bias ?? true;
   if (typeof bias !== 'boolean') throw new MixprecError('E_ARG', 'gpt: bias must be a boolean');
   return { vocabSize, blockSize, nLayer, nHead, nEmbd, dropout: p, bias };

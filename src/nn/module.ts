@@ -12,6 +12,7 @@ import { native } from '../native';
 import { Storage, Tensor, tensor } from '../tensor';
 import { keep } from '../autograd/scope';
 import { copyTo } from '../ops/kernels';
+import { show } from '../util/show';
 
 /** A tensor registered as a module's parameter (a leaf that requires grad). */
 export class Parameter extends Tensor {
@@ -95,7 +96,7 @@ export abstract class Module {
     const byName = new Map(this.namedParameters());
     const checked = entries.map((e) => {
       const p = byName.get(e?.name);
-      if (!p) throw new MixprecError('E_ARG', `loadParameters: no parameter named '${String(e?.name)}'`);
+      if (!p) throw new MixprecError('E_ARG', `loadParameters: no parameter named '${show(e?.name)}'`);
       const d = e.data as ArrayLike<number>;
       if (!d || typeof d.length !== 'number') throw new MixprecError('E_ARG', `loadParameters: data for '${e.name}' must be a Float32Array or number[]`);
       const data = Float32Array.from(d);

@@ -10,6 +10,7 @@ import { dropout, embedding, gelu, layerNorm, linear, relu } from '../ops';
 import type { Activation } from '../ops';
 import { Module, Parameter, parameter } from './module';
 import { readOptions } from '../util/options';
+import { show } from '../util/show';
 
 export type LayerConfig =
   | { type: 'linear'; inFeatures: number; outFeatures: number; bias: boolean; activation: Activation }
@@ -28,7 +29,7 @@ export abstract class BuiltinModule extends Module {
 }
 
 function positiveInt(v: unknown, who: string, what: string): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) throw new MixprecError('E_ARG', `${who}: ${what} must be a positive integer (got ${String(v)})`);
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) throw new MixprecError('E_ARG', `${who}: ${what} must be a positive integer (got ${show(v)})`);
   if (v > 2 ** 31) throw new MixprecError('E_SHAPE', `${who}: ${what} ${v} is too large`);
   return v;
 }
@@ -149,7 +150,7 @@ export class Dropout extends BuiltinModule {
   readonly config: Extract<LayerConfig, { type: 'dropout' }>;
   constructor(p = 0.5) {
     super();
-    if (typeof p !== 'number' || !(p >= 0 && p <= 1)) throw new MixprecError('E_ARG', `Dropout: p must be in [0, 1] (got ${String(p)})`);
+    if (typeof p !== 'number' || !(p >= 0 && p <= 1)) throw new MixprecError('E_ARG', `Dropout: p must be in [0, 1] (got ${show(p)})`);
     this.config = { type: 'dropout', p };
   }
   forward(x: Tensor): Tensor { return dropout(x, this.config.p, { training: this.training }); }

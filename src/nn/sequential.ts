@@ -7,6 +7,7 @@ import type { Tensor } from '../tensor';
 import { Module } from './module';
 import { BuiltinModule, Dropout, Embedding, GELU, LayerConfig, LayerNorm, Linear, ReLU } from './modules';
 import { readOptions } from '../util/options';
+import { show } from '../util/show';
 
 export interface ModelConfig { layers: LayerConfig[]; inFeatures: number; seed: number }
 
@@ -65,7 +66,7 @@ export class Sequential extends Module {
     let n = 0;
     c.layers.forEach((l: LayerConfig, i: number) => {
       const dim = (v: unknown, what: string) => {
-        if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1 || v > 2 ** 31) throw new MixprecError('E_SHAPE', `layer ${i} (${String(l?.type)}): ${what} must be an integer in [1, 2^31] (got ${String(v)})`);
+        if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1 || v > 2 ** 31) throw new MixprecError('E_SHAPE', `layer ${i} (${show(l?.type)}): ${what} must be an integer in [1, 2^31] (got ${show(v)})`);
         return v;
       };
       switch (l?.type) {
@@ -73,7 +74,7 @@ export class Sequential extends Module {
         case 'layerNorm': n += dim(l.features, 'features') * (l.bias === false ? 1 : 2); break;
         case 'embedding': n += dim(l.numEmbeddings, 'numEmbeddings') * dim(l.embeddingDim, 'embeddingDim'); break;
         case 'activation': case 'dropout': break;
-        default: throw new MixprecError('E_CHECKPOINT', `unknown layer type '${String((l as { type?: unknown })?.type)}'`);
+        default: throw new MixprecError('E_CHECKPOINT', `unknown layer type '${show((l as { type?: unknown })?.type)}'`);
       }
     });
     return n;
@@ -102,6 +103,6 @@ export function moduleFromConfig(c: LayerConfig): BuiltinModule {
     case 'layerNorm': return new LayerNorm(c.features, { eps: c.eps, ...(c.bias === false ? { bias: false } : {}) });
     case 'dropout': return new Dropout(c.p);
     case 'embedding': return new Embedding(c.numEmbeddings, c.embeddingDim);
-    default: throw new MixprecError('E_CHECKPOINT', `unknown layer type '${String((c as { type?: unknown })?.type)}'`);
+    default: throw new MixprecError('E_CHECKPOINT', `unknown layer type '${show((c as { type?: unknown })?.type)}'`);
   }
 }

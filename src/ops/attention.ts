@@ -55,7 +55,8 @@ export function scaledDotProductAttention(q: Tensor, kk: Tensor, v: Tensor, opts
   const causal = o.causal ?? false;
   if (typeof causal !== 'boolean') throw new MixprecError('E_ARG', `${op}: causal must be a boolean`);
   const p = finite(o.dropoutP, op, 'dropoutP', 0);
-  if (!(p >= 0 && p < 1)) throw new MixprecError('E_ARG', `${op}: dropoutP must be in [0, 1) (got ${p})`);
+  // The kernels take it as a float32: 1 - 1e-9 would round to 1 there.
+  if (!(p >= 0 && Math.fround(p) < 1)) throw new MixprecError('E_ARG', `${op}: dropoutP must be in [0, 1) as a float32 (got ${p})`);
   if (q.ndim !== kk.ndim || q.ndim !== v.ndim) throw new MixprecError('E_SHAPE', `${op}: q ${fmt(q.shape)}, k ${fmt(kk.shape)} and v ${fmt(v.shape)} must have the same number of dims`);
   const n = q.ndim;
   const D = q.shape[n - 1], Tq = q.shape[n - 2], Tk = kk.shape[n - 2];
@@ -64,6 +65,9 @@ export function scaledDotProductAttention(q: Tensor, kk: Tensor, v: Tensor, opts
   if (!same(q, kk, [...lead, n - 1]) || !same(kk, v, [...lead, n - 2]) || v.shape[n - 1] !== D)
     throw new MixprecError('E_SHAPE', `${op}: q ${fmt(q.shape)}, k ${fmt(kk.shape)}, v ${fmt(v.shape)}: need q [.., Tq, D], k and v [.., Tk, D] with equal batch dims`);
   const scale = finite(o.scale, op, 'scale', 1 / Math.sqrt(Math.max(D, 1)));
+  // The kernels' bound (native/core/op_args.h checkAttentionScalars), on the float32 they receive.
+  const SCALE_MAX = Math.fround(3e38);
+  if (!(Math.abs(Math.fround(scale)) < SCALE_MAX)) throw new MixprecError('E_ARG', `${op}: |scale| must be below 3e38 as a float32 (got ${scale})`);
   const low = lowDtypeFor(op);
   const [qc, kc, vc] = low ? [castForAutocast(q, low), castForAutocast(kk, low), castForAutocast(v, low)] : [q, kk, v];
   if (qc.dtype !== kc.dtype || qc.dtype !== vc.dtype) throw new MixprecError('E_DTYPE', `${op}: q, k and v must have one dtype (got ${q.dtype}, ${kk.dtype}, ${v.dtype})`);

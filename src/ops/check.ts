@@ -4,8 +4,18 @@ import type { Device } from '../backends';
 import { FloatDType } from '../dtype';
 import { MixprecError } from '../errors';
 import { Tensor } from '../tensor';
+import { show } from '../util/show';
+export { show };
 
-export const fmt = (shape: readonly number[]): string => `[${shape.join(',')}]`;
+
+/** A shape (or any caller's array) as `[2,3]`; see show(). */
+export const fmt = (shape: readonly unknown[]): string => {
+  try {
+    return `[${Array.from(shape.slice(0, 16), (d) => (typeof d === 'number' ? String(d) : show(d, 1))).join(',')}${shape.length > 16 ? `,... (${shape.length})` : ''}]`;
+  } catch {
+    return show(shape);
+  }
+};
 
 export function tensorArg(t: unknown, op: string, what: string): Tensor {
   if (!(t instanceof Tensor)) throw new MixprecError('E_ARG', `${op}: ${what} must be a Tensor (got ${t === null ? 'null' : typeof t})`);
@@ -31,7 +41,7 @@ export function sameDevice(op: string, ...ts: (Tensor | null | undefined)[]): De
 
 /** A dim in [-ndim, ndim) as a non-negative index. */
 export function normDim(dim: unknown, ndim: number, op: string, what = 'dim'): number {
-  if (typeof dim !== 'number' || !Number.isInteger(dim)) throw new MixprecError('E_ARG', `${op}: ${what} must be an integer (got ${String(dim)})`);
+  if (typeof dim !== 'number' || !Number.isInteger(dim)) throw new MixprecError('E_ARG', `${op}: ${what} must be an integer (got ${show(dim)})`);
   const n = Math.max(ndim, 1);
   if (dim < -n || dim >= n) throw new MixprecError('E_SHAPE', `${op}: ${what} ${dim} is out of range for a ${ndim}-D tensor (expected [${-n}, ${n - 1}])`);
   return dim < 0 ? dim + n : dim;

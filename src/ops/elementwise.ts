@@ -9,7 +9,7 @@ import { needsGrad, record } from '../autograd/tape';
 import { resultDtype } from '../amp/autocast';
 import type { Tensor } from '../tensor';
 import { alloc } from '../tensor';
-import { broadcastShapes, floatArg, options, sameDevice } from './check';
+import { broadcastShapes, floatArg, options, sameDevice, show } from './check';
 import * as k from './kernels';
 
 function binaryOp(op: k.BinaryName, a: Tensor, b: Tensor | number): Tensor {
@@ -80,11 +80,13 @@ export function gelu(x: Tensor): Tensor { return activationOp('gelu', x); }
 export function dropout(x: Tensor, p: number, opts?: { training?: boolean }): Tensor {
   floatArg(x, 'dropout', 'x');
   const o = options<{ training: boolean }>(opts, 'dropout', ['training']);
-  if (typeof p !== 'number' || !(p >= 0 && p <= 1)) throw new MixprecError('E_ARG', `dropout: p must be in [0, 1] (got ${String(p)})`);
+  if (typeof p !== 'number' || !(p >= 0 && p <= 1)) throw new MixprecError('E_ARG', `dropout: p must be in [0, 1] (got ${show(p)})`);
   const training = o.training ?? true;
   if (typeof training !== 'boolean') throw new MixprecError('E_ARG', 'dropout: training must be a boolean');
   if (!training || p === 0) return x;
-  if (p === 1) return mul(x, 0); // everything dropped (F.dropout's p = 1): zeros, and zero gradients
+  // Everything dropped (F.dropout's p = 1): zeros, and zero gradients. The kernel takes p as a
+  // float32, where a p within 2^-25 of 1 is 1.
+  if (Math.fround(p) === 1) return mul(x, 0);
   const seed = nextSeed();
   const apply = (t: Tensor, dtype: DType) => {
     const tc = k.dense(t);

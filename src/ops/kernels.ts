@@ -111,6 +111,10 @@ export function sumTo(g: Tensor, to: readonly number[], dtype: FloatDType): Tens
 
 export const ACTS = { none: 0, relu: 1, gelu: 2 } as const;
 export type Activation = keyof typeof ACTS;
+/** One of ACTS' own names ('toString' and other inherited keys are not activations; never throws). */
+export function isActivation(v: unknown): v is Activation {
+  return typeof v === 'string' && Object.prototype.hasOwnProperty.call(ACTS, v);
+}
 
 export function activation(act: Activation, x: Tensor, dtype: FloatDType): Tensor {
   const y = alloc(x.shape, dtype, x.device);

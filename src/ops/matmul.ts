@@ -12,7 +12,7 @@ import { MixprecError } from '../errors';
 import { native } from '../native';
 import { BackwardContext, needsGrad, record, WRITTEN } from '../autograd/tape';
 import { alloc, Tensor } from '../tensor';
-import { broadcastShapes, finite, floatArg, fmt, options, sameDevice } from './check';
+import { broadcastShapes, finite, floatArg, fmt, options, sameDevice, show } from './check';
 import * as k from './kernels';
 import { castForAutocast, releaseCast } from './autocast_cast';
 
@@ -112,6 +112,16 @@ function gemm(a: Tensor, b: Tensor, e: Epilogue): Tensor {
       k.copyInto(out, c, k.broadcastStrides(c, out.shape));
       c = out;
     }
+    // The bias is read as N contiguous elements: a strided [N] view is copied first.
+    const bias = e.bias ? k.dense(e.bias) : undefined;
+    if (bias && bias !== e.bias) temps.push(bias);
+    // preAct is written with out's layout (ldc, strideC): any other layout goes through a buffer of
+    // out's layout, then is copied into the caller's view (never written past the view's elements).
+    let preAct = e.preAct;
+    if (preAct && !sameLayout(preAct, out)) {
+      preAct = withLayoutOf(out, preAct.dtype as FloatDType);
+      temps.push(preAct);
+    }
     native().gemm({
       M: gM, N, K, batch: gBatch,
       transA: A.layout.trans, transB: B.layout.trans, lda: A.layout.ld, ldb: B.layout.ld, ldc: ol.ld,
@@ -121,9 +131,10 @@ function gemm(a: Tensor, b: Tensor, e: Epilogue): Tensor {
       b: B.t.handle(), bOffset: B.t.offset, bType: dtypeCode(B.t.dtype),
       out: out.handle(), outOffset: out.offset, outType: dtypeCode(out.dtype),
       c: c ? out.handle() : null, cOffset: out.offset, cType: dtypeCode(out.dtype),
-      bias: e.bias?.handle() ?? null, biasOffset: e.bias?.offset, biasType: e.bias ? dtypeCode(e.bias.dtype) : undefined,
-      preAct: e.preAct?.handle() ?? null, preActOffset: e.preAct?.offset, preActType: e.preAct ? dtypeCode(e.preAct.dtype) : undefined,
+      bias: bias?.handle() ?? null, biasOffset: bias?.offset, biasType: bias ? dtypeCode(bias.dtype) : undefined,
+      preAct: preAct?.handle() ?? null, preActOffset: preAct?.offset, preActType: preAct ? dtypeCode(preAct.dtype) : undefined,
     });
+    if (preAct && e.preAct && preAct !== e.preAct) k.copyInto(e.preAct, preAct);
     return out;
   } catch (err) {
     if (!e.out) out.dispose();
@@ -134,6 +145,20 @@ function gemm(a: Tensor, b: Tensor, e: Epilogue): Tensor {
 }
 
 const T = (t: Tensor) => k.transposeView(t);
+
+/** Same shape and the same strides over every dim of size > 1: one GEMM layout serves both. */
+function sameLayout(a: Tensor, b: Tensor): boolean {
+  return a.ndim === b.ndim && a.shape.every((d, i) => d === b.shape[i] && (d <= 1 || a.strides[i] === b.strides[i]));
+}
+
+/** A new tensor of `like`'s shape and strides (offset 0 in a buffer of its extent), in `dtype`. */
+function withLayoutOf(like: Tensor, dtype: FloatDType): Tensor {
+  const extent = like.size === 0 ? 0 : 1 + like.shape.reduce((acc, d, i) => acc + (d - 1) * like.strides[i], 0);
+  const buf = alloc([extent], dtype, like.device);
+  const t = new Tensor(buf.storage, like.shape, dtype, like.strides, buf.offset);
+  buf.dispose();
+  return t;
+}
 
 /** dz = g * act'(z) of the fused epilogue (ReLU's from the output y, GELU's from the stored pre-activation). */
 function epilogueGrad(g: Tensor, act: Activation, y: Tensor, pre: Tensor | undefined): Tensor {
@@ -226,7 +251,7 @@ export function matmul(a: Tensor, b: Tensor, opts?: MatmulOptions): Tensor {
   const beta = finite(o.beta, 'matmul', 'beta', o.c ? 1 : 0);
   if (beta !== 0 && !o.c) throw new MixprecError('E_ARG', 'matmul: beta != 0 needs c');
   const act = o.activation ?? 'none';
-  if (!(act in k.ACTS)) throw new MixprecError('E_ARG', `matmul: activation must be 'none', 'relu' or 'gelu' (got ${String(act)})`);
+  if (!k.isActivation(act)) throw new MixprecError('E_ARG', `matmul: activation must be 'none', 'relu' or 'gelu' (got ${show(act)})`);
   const outDtype = checkFloatDType(o.outDtype ?? o.out?.dtype ?? low ?? (a.dtype === b.dtype ? a.dtype : 'float32'), 'matmul: outDtype');
   const shapeOf = (t: Tensor | undefined, shape: number[], what: string) => {
     if (t && (t.ndim !== shape.length || t.shape.some((d, i) => d !== shape[i])))
@@ -301,7 +326,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts?: {
     throw new MixprecError('E_SHAPE', `linear: ${fmt(x.shape)} @ weight^T ${fmt([fin, fout])}: inner dimensions ${x.shape[x.ndim - 1] ?? 0} and ${fin} differ`);
   if (bias && (bias.ndim !== 1 || bias.shape[0] !== fout)) throw new MixprecError('E_SHAPE', `linear: bias must be [${fout}] (got ${fmt(bias.shape)})`);
   const act = o.activation ?? 'none';
-  if (!(act in k.ACTS)) throw new MixprecError('E_ARG', `linear: activation must be 'none', 'relu' or 'gelu' (got ${String(act)})`);
+  if (!k.isActivation(act)) throw new MixprecError('E_ARG', `linear: activation must be 'none', 'relu' or 'gelu' (got ${show(act)})`);
   const low = lowDtypeFor('linear');
   const [x0, w0] = [x, weight];
   if (low) {

@@ -28,7 +28,8 @@ export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null,
   const o = options<{ eps: number }>(opts, 'layerNorm', ['eps']);
   const eps = finite(o.eps, 'layerNorm', 'eps', 1e-5);
   if (eps < 0) throw new MixprecError('E_ARG', 'layerNorm: eps must be >= 0');
-  const w = weight ?? undefined, b = bias ?? undefined;
+  // The kernels read x as [M, N] rows and gamma / beta as N contiguous elements: strided views are copied.
+  const w = weight ? k.dense(weight) : undefined, b = bias ? k.dense(bias) : undefined;
   const xc = k.dense(x);
   const y = alloc(x.shape, resultDtype('layerNorm', x.dtype as FloatDType), x.device);
   const mean = alloc([M], 'float32', x.device), rstd = alloc([M], 'float32', x.device);
@@ -39,9 +40,10 @@ export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null,
       gamma: w?.handle() ?? null, gammaOffset: w?.offset, beta: b?.handle() ?? null, betaOffset: b?.offset,
       y: y.handle(), yType: dtypeCode(y.dtype), mean: mean.handle(), rstd: rstd.handle(),
     });
-  const owned = [mean, rstd, ...(xc !== x ? [xc] : [])];
-  return record('layerNorm', y, [x, w, b], (g: Tensor, ctx: BackwardContext) => {
-    const needW = w?.requiresGrad ?? false, needB = b?.requiresGrad ?? false;
+  const owned = [mean, rstd, ...(xc !== x ? [xc] : []), ...(w && w !== weight ? [w] : []), ...(b && b !== bias ? [b] : [])];
+  const [wIn, bIn] = [weight ?? undefined, bias ?? undefined];
+  return record('layerNorm', y, [x, wIn, bIn], (g: Tensor, ctx: BackwardContext) => {
+    const needW = wIn?.requiresGrad ?? false, needB = bIn?.requiresGrad ?? false;
     // Write dgamma / dbeta straight into the parameters' gradient views when both can be (one
     // accumulate flag and dtype for the pair), else into fresh tensors.
     const dw = needW ? ctx.into(1) : null, db = needB ? ctx.into(2) : null;
@@ -98,7 +100,7 @@ export function embedding(ids: Tensor, weight: Tensor): Tensor {
   const wc = k.dense(weight);
   const n = idt.size;
   const out = alloc([...idt.shape, C], weight.dtype, weight.device);
-  if (n)
+  if (n && C) // (C = 0: an empty result; the kernel takes rows of C >= 1)
     native().embeddingForward({
       n, V, C, ids: idc.handle(), idsOffset: idc.offset, weight: wc.handle(), weightOffset: wc.offset, wType: dtypeCode(wc.dtype),
       out: out.handle(), outType: dtypeCode(out.dtype),
@@ -108,7 +110,7 @@ export function embedding(ids: Tensor, weight: Tensor): Tensor {
   if (idc !== idt && temp) idt.dispose();
   return record('embedding', out, [null, weight], (g: Tensor, ctx: BackwardContext) => {
     const dw = k.filled([V, C], 0, 'float32', weight.device);
-    if (n) native().embeddingBackward({ n, V, C, ids: idc.handle(), idsOffset: idc.offset, dy: g.handle(), dyOffset: g.offset, dyType: dtypeCode(g.dtype), dweight: dw.handle() });
+    if (n && C) native().embeddingBackward({ n, V, C, ids: idc.handle(), idsOffset: idc.offset, dy: g.handle(), dyOffset: g.offset, dyType: dtypeCode(g.dtype), dweight: dw.handle() });
     const dst = ctx.into(1);
     if (!dst) return [null, dw];
     if (dst.beta) k.addInto(dst.out, dw);

@@ -5,7 +5,7 @@ import { checkDType, DType } from '../dtype';
 import { MixprecError } from '../errors';
 import { record, needsGrad } from '../autograd/tape';
 import { checkShape, contiguousStrides, Tensor } from '../tensor';
-import { fmt, normDim, sameDevice, tensorArg } from './check';
+import { fmt, normDim, sameDevice, show, tensorArg } from './check';
 import * as k from './kernels';
 
 function viewOf(x: Tensor, shape: readonly number[], strides: readonly number[], offset: number): Tensor {
@@ -111,7 +111,7 @@ function transposeRaw(g: Tensor, a: number, b: number): Tensor {
 export function permute(x: Tensor, dims: readonly number[]): Tensor {
   tensorArg(x, 'permute', 'x');
   if (!Array.isArray(dims) || dims.length !== x.ndim)
-    throw new MixprecError('E_SHAPE', `permute: dims must list each of the ${x.ndim} dims of ${fmt(x.shape)} once (got ${Array.isArray(dims) ? fmt(dims) : String(dims)})`);
+    throw new MixprecError('E_SHAPE', `permute: dims must list each of the ${x.ndim} dims of ${fmt(x.shape)} once (got ${show(dims)})`);
   const p = dims.map((d) => normDim(d, x.ndim, 'permute'));
   if (new Set(p).size !== p.length) throw new MixprecError('E_SHAPE', `permute: dims ${fmt(dims)} repeat a dimension`);
   const inverse = new Array<number>(p.length);

@@ -1,6 +1,7 @@
 // Learning-rate schedules, as a function of the optimizer step (0-based): an optional linear
 // warmup from 0, then constant, step decay (PyTorch's StepLR), or cosine annealing to minLr.
 import { MixprecError } from '../errors';
+import { show } from '../util/show';
 
 export type LrSchedule =
   | { type: 'constant'; warmupSteps?: number }
@@ -29,7 +30,7 @@ export function checkSchedule(s: unknown): LrSchedule {
     if (o.minLr !== undefined && (typeof o.minLr !== 'number' || !(o.minLr >= 0))) throw new MixprecError('E_ARG', 'lrSchedule.minLr must be >= 0');
     return o as LrSchedule;
   }
-  throw new MixprecError('E_ARG', `lrSchedule.type must be 'constant', 'step' or 'cosine' (got ${String(o.type)})`);
+  throw new MixprecError('E_ARG', `lrSchedule.type must be 'constant', 'step' or 'cosine' (got ${show(o.type)})`);
 }
 
 /** The learning rate for (0-based) optimizer step `t`. */

@@ -29,6 +29,7 @@ import { crossEntropyInto, MetricsSlot, mseLossInto } from '../ops/loss';
 import { readCheckpointFile, writeCheckpointFile } from './checkpoint_file';
 import { checkSchedule, LrSchedule, lrAt } from './schedule';
 import { readOptions } from '../util/options';
+import { show } from '../util/show';
 
 export type LossKind = 'softmaxCrossEntropy' | 'mse';
 /** A loss as a function: (model output, batch target) -> a scalar Tensor (a mean over the batch). */
@@ -104,14 +105,14 @@ function makeOptimizer(spec: OptimizerSpec | undefined): Optimizer {
     if (kind === 'sgd') return sgd();
     if (kind === 'adam') return adam();
     if (kind === 'adamw') return adamw();
-    throw new MixprecError('E_ARG', `optimizer must be 'sgd', 'adam' or 'adamw' (got ${String(kind)})`);
+    throw new MixprecError('E_ARG', `optimizer must be 'sgd', 'adam' or 'adamw' (got ${show(kind)})`);
   }
   if (typeof spec !== 'object' || spec === null) throw new MixprecError('E_ARG', 'optimizer must be an Optimizer, a name, or { type, ...options }');
   const { type, ...opts } = readOptions<{ type: unknown } & Record<string, unknown>>(spec, 'optimizer', null);
   if (type === 'sgd') return sgd(opts as SGDOptions);
   if (type === 'adam') return adam(opts as AdamOptions);
   if (type === 'adamw') return adamw(opts as AdamOptions);
-  throw new MixprecError('E_ARG', `optimizer.type must be 'sgd', 'adam' or 'adamw' (got ${String(type)})`);
+  throw new MixprecError('E_ARG', `optimizer.type must be 'sgd', 'adam' or 'adamw' (got ${show(type)})`);
 }
 
 function makeScaler(lossScale: TrainerOptions['lossScale'], precision: Precision): GradScaler {
@@ -173,7 +174,8 @@ export class Trainer<M extends Module = Sequential> {
     const maxGradNorm = opts.maxGradNorm ?? 0;
     if (typeof maxGradNorm !== 'number' || !(maxGradNorm >= 0) || !Number.isFinite(maxGradNorm)) throw new MixprecError('E_ARG', 'maxGradNorm must be a finite number >= 0');
     const gradAccumulation = opts.gradAccumulation ?? 1;
-    if (!Number.isSafeInteger(gradAccumulation) || gradAccumulation < 1) throw new MixprecError('E_ARG', 'gradAccumulation must be a positive integer');
+    // Bounded: each micro-batch has a metrics slot (and more micro-batches than samples are never used).
+    if (!Number.isSafeInteger(gradAccumulation) || gradAccumulation < 1 || gradAccumulation > 65536) throw new MixprecError('E_ARG', 'gradAccumulation must be an integer in [1, 65536]');
     const seed = opts.seed ?? 0;
     if (!Number.isSafeInteger(seed) || seed < 0) throw new MixprecError('E_ARG', 'seed must be a non-negative integer');
     const lrSchedule = checkSchedule(copyObject(opts.lrSchedule, 'lrSchedule'));
@@ -613,6 +615,12 @@ export class Trainer<M extends Module = Sequential> {
       if (y.shape[0] !== B || (C !== null && (y.shape.length !== 2 || y.shape[1] !== C)))
         throw new MixprecError('E_SHAPE', `y must be [${B}, ${C ?? '...'}], got [${y.shape.join(', ')}]`);
       if (y.device !== this.device) throw new MixprecError('E_DEVICE', `y is on ${y.device}, the trainer on ${this.device}`);
+    } else {
+      // A loss function takes the batch's targets as they are, but they are split per micro-batch.
+      const isIds = Object.prototype.toString.call(y) === '[object Int32Array]';
+      if (!isIds && !(y instanceof Tensor)) throw new MixprecError('E_ARG', `the targets y must be an Int32Array or a Tensor (got ${show(y)})`);
+      const n = isIds ? (y as Int32Array).length : (y as Tensor).shape[0] ?? 0;
+      if (y instanceof Tensor ? n !== B : n < B || n % B !== 0) throw new MixprecError('E_SHAPE', `${y instanceof Tensor ? `targets [${y.shape.join(', ')}]` : `${n} targets`} for a batch of ${B}`);
     }
     return B;
   }
@@ -681,7 +689,7 @@ interface Checkpoint {
 }
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-const show = (v: unknown): string => { try { return JSON.stringify(v) ?? String(v); } catch { return String(v); } };
+const showJson = (v: unknown): string => { try { return JSON.stringify(v) ?? show(v); } catch { return show(v); } };
 const DEVICE_RE = /^(cpu|auto|cuda(:\d{1,4})?)$/;
 
 /**
@@ -694,13 +702,13 @@ function checkCheckpoint(header: unknown, tensors: Record<string, unknown>, path
   if (!isRecord(header) || header.kind !== CHECKPOINT_KIND) throw new MixprecError('E_CHECKPOINT', `${path} is not a mixprec Trainer checkpoint`);
   const h = header;
   if (h.version !== 1 && h.version !== CHECKPOINT_VERSION)
-    throw bad(`Trainer checkpoint version ${show(h.version)} is not supported (expected 1 or ${CHECKPOINT_VERSION})`);
+    throw bad(`Trainer checkpoint version ${showJson(h.version)} is not supported (expected 1 or ${CHECKPOINT_VERSION})`);
   const int = (v: unknown, what: string, min: number): number => {
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) throw bad(`${what} must be an integer >= ${min} (got ${show(v)})`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) throw bad(`${what} must be an integer >= ${min} (got ${showJson(v)})`);
     return v;
   };
   const num = (v: unknown, what: string, ok: (x: number) => boolean, rule: string): number => {
-    if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) throw bad(`${what} must be ${rule} (got ${show(v)})`);
+    if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) throw bad(`${what} must be ${rule} (got ${showJson(v)})`);
     return v;
   };
 
@@ -712,13 +720,13 @@ function checkCheckpoint(header: unknown, tensors: Record<string, unknown>, path
   for (let i = 0; i < master.length; i++) if (!Number.isFinite(master[i])) throw bad(`master weight ${i} is ${master[i]} (must be finite)`);
 
   // The model: its config, and how many values the model it describes has, before building it.
-  if (h.modelKind !== undefined && h.modelKind !== 'gpt') throw bad(`modelKind ${show(h.modelKind)} is not a known model ('gpt', or none for a Sequential)`);
+  if (h.modelKind !== undefined && h.modelKind !== 'gpt') throw bad(`modelKind ${showJson(h.modelKind)} is not a known model ('gpt', or none for a Sequential)`);
   let model: Checkpoint['model'] = null;
   if (h.modelKind === 'gpt') {
     if (!isRecord(h.model)) throw bad('model: a GPT checkpoint needs its config');
     model = { kind: 'gpt', config: h.model as unknown as GPTConfig };
   } else if (h.model !== null && h.model !== undefined) {
-    if (!isRecord(h.model)) throw bad(`model must be a Sequential config or null (got ${show(h.model)})`);
+    if (!isRecord(h.model)) throw bad(`model must be a Sequential config or null (got ${showJson(h.model)})`);
     model = { kind: 'sequential', config: h.model as unknown as ModelConfig };
   } else if (h.version === 1) throw bad('model: a version-1 checkpoint needs its model config');
   if (model) {
@@ -737,11 +745,11 @@ function checkCheckpoint(header: unknown, tensors: Record<string, unknown>, path
     const names = new Set<string>();
     let total = 0;
     parameters = h.parameters.map((p: unknown, i: number) => {
-      if (!isRecord(p) || typeof p.name !== 'string' || p.name === '' || names.has(p.name)) throw bad(`parameters[${i}] must be { name, shape } with a unique non-empty name (got ${show(p)})`);
+      if (!isRecord(p) || typeof p.name !== 'string' || p.name === '' || names.has(p.name)) throw bad(`parameters[${i}] must be { name, shape } with a unique non-empty name (got ${showJson(p)})`);
       names.add(p.name);
       const shape = p.shape;
       if (!Array.isArray(shape) || shape.length > 8 || !shape.every((d) => Number.isSafeInteger(d) && d >= 0))
-        throw bad(`parameters[${i}] ('${p.name}'): shape must be at most 8 non-negative integers (got ${show(shape)})`);
+        throw bad(`parameters[${i}] ('${p.name}'): shape must be at most 8 non-negative integers (got ${showJson(shape)})`);
       total += shape.reduce((a: number, b: number) => a * b, 1);
       if (!(total <= master.length)) throw bad(`parameters: more values than the ${master.length} master values`);
       return { name: p.name, shape: [...shape] as number[] };
@@ -751,13 +759,13 @@ function checkCheckpoint(header: unknown, tensors: Record<string, unknown>, path
   // The Trainer's options, as the constructor would check them.
   if (!isRecord(h.options)) throw bad('options missing (or not an object)');
   const o = h.options;
-  if (o.loss !== 'softmaxCrossEntropy' && o.loss !== 'mse') throw bad(`options.loss must be 'softmaxCrossEntropy' or 'mse' (got ${show(o.loss)})`);
-  if (!PRECISIONS.includes(o.precision as Precision)) throw bad(`options.precision must be 'fp32', 'fp16' or 'bf16' (got ${show(o.precision)})`);
-  if (o.masterWeights !== undefined && typeof o.masterWeights !== 'boolean') throw bad(`options.masterWeights must be a boolean (got ${show(o.masterWeights)})`);
-  if (typeof o.device !== 'string' || !DEVICE_RE.test(o.device)) throw bad(`options.device must be 'cpu', 'cuda' or 'cuda:N' (got ${show(o.device)})`);
+  if (o.loss !== 'softmaxCrossEntropy' && o.loss !== 'mse') throw bad(`options.loss must be 'softmaxCrossEntropy' or 'mse' (got ${showJson(o.loss)})`);
+  if (!PRECISIONS.includes(o.precision as Precision)) throw bad(`options.precision must be 'fp32', 'fp16' or 'bf16' (got ${showJson(o.precision)})`);
+  if (o.masterWeights !== undefined && typeof o.masterWeights !== 'boolean') throw bad(`options.masterWeights must be a boolean (got ${showJson(o.masterWeights)})`);
+  if (typeof o.device !== 'string' || !DEVICE_RE.test(o.device)) throw bad(`options.device must be 'cpu', 'cuda' or 'cuda:N' (got ${showJson(o.device)})`);
   let lrSchedule: LrSchedule;
   try {
-    if (!isRecord(o.lrSchedule)) throw new Error(`must be an object (got ${show(o.lrSchedule)})`);
+    if (!isRecord(o.lrSchedule)) throw new Error(`must be an object (got ${showJson(o.lrSchedule)})`);
     lrSchedule = checkSchedule(o.lrSchedule);
   } catch (e) {
     throw bad(`options.lrSchedule: ${(e as Error).message}`);
@@ -793,7 +801,7 @@ function checkCheckpoint(header: unknown, tensors: Record<string, unknown>, path
   const batchSize = h.batchSize === null || h.batchSize === undefined ? null : int(h.batchSize, 'batchSize', 1);
   const batchInEpoch = int(h.batchInEpoch, 'batchInEpoch', 0);
   if (batchInEpoch > 0 && batchSize === null) throw bad(`batchInEpoch ${batchInEpoch} (mid-epoch) needs the batchSize it was trained with`);
-  if (h.metadata !== undefined && h.metadata !== null && !isRecord(h.metadata)) throw bad(`metadata must be an object or null (got ${show(h.metadata)})`);
+  if (h.metadata !== undefined && h.metadata !== null && !isRecord(h.metadata)) throw bad(`metadata must be an object or null (got ${showJson(h.metadata)})`);
   return {
     model, parameters, options, optimizer, master,
     scaler: h.scaler as GradScalerStateDict,
@@ -813,7 +821,7 @@ function checkCheckpoint(header: unknown, tensors: Record<string, unknown>, path
 function gptParameterCount(c: GPTConfig): number {
   const dim = (k: 'vocabSize' | 'blockSize' | 'nLayer' | 'nEmbd') => {
     const v = c[k];
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) throw new MixprecError('E_CHECKPOINT', `gpt: ${k} must be a positive integer (got ${show(v)})`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) throw new MixprecError('E_CHECKPOINT', `gpt: ${k} must be a positive integer (got ${showJson(v)})`);
     return v;
   };
   const C = dim('nEmbd');
