@@ -35,11 +35,11 @@ enum Op : uint8_t { kHello = 1, kSet = 2, kGet = 3, kCheck = 4, kAdd = 5, kGone 
 std::string sysError(const std::string& what) { return what + ": " + std::strerror(errno); }
 
 // Full reads / writes; false when the peer closed the connection or an error occurred.
-bool readAll(int fd, void* buf, size_t n) {
-  char* p = static_cast<char*>(buf);
+template <bool kSend>
+bool transferAll(int fd, char* p, size_t n) {
   while (n > 0) {
-    ssize_t r = ::recv(fd, p, n, 0);
-    if (r == 0) return false;
+    ssize_t r = kSend ? ::send(fd, p, n, MSG_NOSIGNAL) : ::recv(fd, p, n, 0);
+    if (r == 0 && !kSend) return false;
     if (r < 0) {
       if (errno == EINTR) continue;
       return false;
@@ -49,19 +49,9 @@ bool readAll(int fd, void* buf, size_t n) {
   }
   return true;
 }
-bool writeAll(int fd, const void* buf, size_t n) {
-  const char* p = static_cast<const char*>(buf);
-  while (n > 0) {
-    ssize_t r = ::send(fd, p, n, MSG_NOSIGNAL);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
+bool readAll(int fd, void* buf, size_t n) { return transferAll<false>(fd, static_cast<char*>(buf), n); }
+bool writeAll(int fd, const void* buf, size_t n) { return transferAll<true>(fd, const_cast<char*>(static_cast<const char*>(buf)), n); }
+
 bool readBlob(int fd, std::vector<char>& out, uint32_t limit = 64u << 20) {
   uint32_t len;
   if (!readAll(fd, &len, 4) || len > limit) return false;
