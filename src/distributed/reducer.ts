@@ -101,8 +101,3 @@ export function broadcastParameters(store: ParameterStore): void {
   native().distBroadcast(store.master.handle(), 0, store.length * 4, 0, true);
   store.refreshWorking();
 }
-
-/** @internal For tests: parameter names per bucket. */
-export function bucketNames(reducer: GradientReducer, store: ParameterStore): string[][] {
-  return reducer.buckets.map((b) => store.views.filter((v) => v.offset >= b.start && v.offset < b.end).map((v) => v.name));
-}
