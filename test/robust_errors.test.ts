@@ -331,3 +331,12 @@ test('data options that cannot be read (a throwing getter, a Proxy trap) are E_A
   expect(codeOf(() => mixprec.data.text(trap as never))).toBe('E_ARG');
   expect(codeOf(() => mixprec.data.loadMnist({ get dir(): string { throw new Error('boom'); } }))).toBe('E_ARG');
 });
+
+test('a Proxy whose getPrototypeOf trap throws, given as a model, optimizer or loss scale, is E_ARG', () => {
+  const trap = new Proxy({}, { getPrototypeOf() { throw new Error('boom'); } });
+  const codeOf = (f: () => unknown) => { try { f(); } catch (e) { return (e as mixprec.MixprecError).code; } return 'no error'; };
+  expect(codeOf(() => new mixprec.Trainer(trap as never))).toBe('E_ARG');
+  expect(codeOf(() => new mixprec.Trainer(small(), { optimizer: trap as never, device: 'cpu' }))).toBe('E_ARG');
+  expect(codeOf(() => new mixprec.Trainer(small(), { lossScale: trap as never, device: 'cpu' }))).toBe('E_ARG');
+  expect(codeOf(() => mixprec.amp.GradScaler.from(trap as never))).toBe('E_ARG');
+});

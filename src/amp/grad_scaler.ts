@@ -10,7 +10,7 @@ import { decayRuns, Optimizer } from '../optim';
 import { AmpStateBuffer } from './state';
 import type { ParameterStore } from './store';
 import type { Tensor } from '../tensor';
-import { readOptions } from '../util/options';
+import { isInstance, readOptions } from '../util/options';
 import { show } from '../util/show';
 
 export interface GradScalerOptions {
@@ -115,13 +115,7 @@ export class GradScaler {
 
   /** A GradScaler, GradScaler options, or a plain number (static scale). */
   static from(x: GradScaler | GradScalerOptions | number): GradScaler {
-    let scaler: boolean;
-    try {
-      scaler = x instanceof GradScaler; // a Proxy's getPrototypeOf trap runs here
-    } catch (e) {
-      throw new MixprecError('E_ARG', `GradScaler options could not be read: ${e instanceof Error ? e.message : String(e)}`);
-    }
-    if (scaler) return x as GradScaler;
+    if (isInstance(x, GradScaler, 'GradScaler options')) return x;
     if (typeof x === 'number') return GradScaler.static(x);
     return new GradScaler(x as GradScalerOptions);
   }

@@ -28,7 +28,7 @@ import { copyInto, filled } from '../ops/kernels';
 import { crossEntropyInto, MetricsSlot, mseLossInto } from '../ops/loss';
 import { readCheckpointFile, writeCheckpointFile } from './checkpoint_file';
 import { checkSchedule, LrSchedule, lrAt } from './schedule';
-import { readOptions } from '../util/options';
+import { isInstance, readOptions } from '../util/options';
 import { show } from '../util/show';
 
 export type LossKind = 'softmaxCrossEntropy' | 'mse';
@@ -99,7 +99,7 @@ const CHECKPOINT_KIND = 'mixprec.Trainer';
 const CHECKPOINT_VERSION = 2;
 
 function makeOptimizer(spec: OptimizerSpec | undefined): Optimizer {
-  if (spec instanceof Optimizer) return spec;
+  if (isInstance(spec, Optimizer, 'optimizer')) return spec;
   if (spec === undefined || typeof spec === 'string') {
     const kind = spec ?? 'adam';
     if (kind === 'sgd') return sgd();
@@ -123,7 +123,7 @@ function makeScaler(lossScale: TrainerOptions['lossScale'], precision: Precision
     if (!(lossScale > 0) || !Number.isFinite(lossScale)) throw new MixprecError('E_ARG', 'lossScale must be > 0');
     return GradScaler.static(lossScale);
   }
-  if (lossScale instanceof GradScaler) return lossScale;
+  if (isInstance(lossScale, GradScaler, 'lossScale')) return lossScale;
   if (typeof lossScale === 'object' && lossScale !== null) return new GradScaler(readOptions<GradScalerOptions>(lossScale, 'lossScale', null));
   throw new MixprecError('E_ARG', "lossScale must be 'dynamic', 'none', a number or GradScaler options");
 }
@@ -161,7 +161,7 @@ export class Trainer<M extends Module = Sequential> {
   metadata: Record<string, unknown> | null = null;
 
   constructor(model: M, options: TrainerOptions = {}) {
-    if (!(model instanceof Module)) throw new MixprecError('E_ARG', 'Trainer needs a model: a mixprec.nn.Module (e.g. mixprec.sequential([...]))');
+    if (!isInstance(model, Module, 'the model')) throw new MixprecError('E_ARG', 'Trainer needs a model: a mixprec.nn.Module (e.g. mixprec.sequential([...]))');
     // Each option read once (a throwing getter / Proxy trap is E_ARG naming it), then validated.
     const opts = readOptions<TrainerOptions>(options, 'Trainer', TRAINER_KEYS);
     const precision = opts.precision ?? 'fp16';
@@ -507,7 +507,7 @@ export class Trainer<M extends Module = Sequential> {
    */
   static async load<T extends Module = Sequential>(path: string, options: { device?: Device | 'auto'; model?: T } = {}): Promise<Trainer<T>> {
     const opts = readOptions<{ device: Device | 'auto'; model: T }>(options, 'Trainer.load', ['device', 'model'], 'ignore');
-    if (opts.model !== undefined && !(opts.model instanceof Module)) throw new MixprecError('E_ARG', 'Trainer.load: model must be a mixprec.nn.Module');
+    if (opts.model !== undefined && !isInstance(opts.model, Module, 'Trainer.load: model')) throw new MixprecError('E_ARG', 'Trainer.load: model must be a mixprec.nn.Module');
     const { header, tensors } = await readCheckpointFile(path);
     const c = checkCheckpoint(header, tensors, path);
     let model: Module;

@@ -39,3 +39,13 @@ export function readOptions<T extends object>(opts: unknown, what: string, keys:
   }
   return out as Partial<T>;
 }
+
+/** `v instanceof C`, a Proxy whose getPrototypeOf trap throws as E_ARG naming `what`. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function isInstance<T>(v: unknown, C: abstract new (...args: any[]) => T, what: string): v is T {
+  try {
+    return v instanceof C;
+  } catch (e) {
+    throw new MixprecError('E_ARG', `${what} could not be inspected: ${reason(e)}`);
+  }
+}
