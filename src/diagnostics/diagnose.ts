@@ -126,14 +126,19 @@ export function subset(ds: Dataset, n: number): Dataset {
   return { ...ds, n: m, x: ds.x.subarray(0, m * ds.features), y: ds.y.subarray(0, m * per) as Int32Array | Float32Array };
 }
 
-/** Trains `steps` FP32 steps and histograms the gradients; then the ablation runs. */
-export async function diagnose(o: DiagnoseOptions): Promise<{ result: DiagnoseResult; histograms: HistogramMap }> {
+/** The options both diagnoses check alike: the start time, the loss scale to judge (a power of two) and the log. */
+export function diagnoseStart(o: Pick<DiagnoseOptions, 'steps' | 'batchSize' | 'currentScale' | 'log'>): { t0: bigint; current: number; log: (s: string) => void } {
   const t0 = process.hrtime.bigint();
   checkPositiveInt(o.steps, 'steps');
   checkPositiveInt(o.batchSize, 'batchSize');
   const current = o.currentScale ?? 2 ** 16;
   new Log2Histogram().fp16(current); // E_ARG unless a power of two
-  const log = o.log ?? (() => {});
+  return { t0, current, log: o.log ?? (() => {}) };
+}
+
+/** Trains `steps` FP32 steps and histograms the gradients; then the ablation runs. */
+export async function diagnose(o: DiagnoseOptions): Promise<{ result: DiagnoseResult; histograms: HistogramMap }> {
+  const { t0, current, log } = diagnoseStart(o);
   const optimizer = o.optimizer ?? 'adam';
   const lr = o.lr ?? 1e-3;
   const train = o.data.train;

@@ -11,7 +11,7 @@ import { tensor, Tensor } from '../tensor';
 import { Trainer } from '../train/trainer';
 import { trainBatch, validationLoss } from '../train/cli_gpt';
 import {
-  ABLATION_CONFIGS, AblationOptions, AblationRun, checkPositiveInt, DiagnoseOptions, DiagnoseResult, diagnoseResult, gradientReport, HistogramMap,
+  ABLATION_CONFIGS, AblationOptions, AblationRun, checkPositiveInt, diagnoseStart, DiagnoseOptions, DiagnoseResult, diagnoseResult, gradientReport, HistogramMap,
 } from './diagnose';
 import { Log2Histogram } from './histogram';
 
@@ -36,12 +36,7 @@ function observeGradients(model: GPT, hist: Map<string, Log2Histogram>, shapes: 
 }
 
 export async function diagnoseGpt(o: GptDiagnoseOptions): Promise<{ result: DiagnoseResult; histograms: HistogramMap }> {
-  const t0 = process.hrtime.bigint();
-  checkPositiveInt(o.steps, 'steps');
-  checkPositiveInt(o.batchSize, 'batchSize');
-  const current = o.currentScale ?? 2 ** 16;
-  new Log2Histogram().fp16(current); // E_ARG unless a power of two
-  const log = o.log ?? (() => {});
+  const { t0, current, log } = diagnoseStart(o);
   const optimizer = o.optimizer ?? 'adamw', lr = o.lr ?? 1e-3;
   const data = text(o.textFile ? { file: o.textFile } : { corpus: 'sotu' });
   const cfg: GPTConfig = { ...o.config, vocabSize: data.vocabSize };
