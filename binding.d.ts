@@ -214,6 +214,11 @@ export interface Binding {
     failedFreeThrew: boolean; doubleFrees: number; cachedAfterEmpty: number;
     threadsSharedABlock: number; threadsLiveAfter: number;
   };
-  /** Test hook: force the CPU GEMM's scalar fallback ('scalar') or run-time dispatch ('auto'). Returns the path now in use. */
-  setCpuGemmIsa(isa: 'auto' | 'scalar'): string;
+  /** The CPU kernels' level from now on ('auto': the best; native/cpu/isa.h). E_ARG for an unknown name or a level the CPU lacks. Returns the level now active. */
+  setCpuIsa(isa: 'auto' | 'avx512bf16' | 'avx512' | 'avx2' | 'scalar'): string;
+  /** The CPU kernels' level, the levels and features this CPU has, the GEMM kernels and the cache sizes they block for. */
+  cpuIsa(): {
+    active: string; best: string; available: string[]; cpuFeatures: string[]; gemm: string;
+    cacheBytes: { l1d: number; l2: number; l3: number };
+  };
 }

@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { backends } from './backends';
 import { benchAmp } from './bench/amp';
+import { cpuIsa } from './cpu';
 import { benchGemm } from './bench/gemm';
 import { benchTrain } from './bench/train';
 import { benchTape } from './bench/tape';
@@ -54,13 +55,17 @@ program
   .action((o: { json?: boolean }) => {
     const list = backends();
     const distributed = available();
-    if (o.json) return console.log(JSON.stringify({ mixprec: pkg.version, node: process.version, backends: list, distributed }, null, 2));
+    const isa = cpuIsa();
+    if (o.json) return console.log(JSON.stringify({ mixprec: pkg.version, node: process.version, backends: list, cpuIsa: isa, distributed }, null, 2));
     console.log(`mixprec ${pkg.version} (node ${process.version})`);
     for (const b of list) {
       const state = b.available ? 'available' : b.compiled ? 'compiled, unavailable' : 'not compiled';
       const extra = b.device ? ` — ${b.device.name}, compute ${b.device.computeCapability}, ${(b.device.totalMemory / 2 ** 30).toFixed(1)} GiB` : b.features ? ` — GEMM: ${b.features}` : '';
       console.log(`  ${b.name.padEnd(5)} ${state}${extra}${b.reason ? `\n        ${b.reason}` : ''}`);
     }
+    const kib = (n: number) => (n >= 2 ** 20 ? `${n / 2 ** 20} MiB` : `${n / 2 ** 10} KiB`);
+    console.log(`CPU kernels: ${isa.active}${isa.active !== isa.best ? ` (lowered from ${isa.best})` : ''}; this CPU has ${isa.available.join(', ')} (MIXPREC_CPU_ISA to choose)`);
+    console.log(`  features ${isa.cpuFeatures.join(' ') || '-'}; caches L1d ${kib(isa.cacheBytes.l1d)}, L2 ${kib(isa.cacheBytes.l2)}, L3 ${kib(isa.cacheBytes.l3)}`);
     console.log('distributed (mixprec launch, mixprec.distributed):');
     console.log(`  gloo  ${distributed.gloo ? 'available (CPU tensors over TCP)' : `unavailable\n        ${distributed.glooReason}`}`);
     console.log(`  nccl  ${distributed.nccl ? `loaded, version ${distributed.ncclVersion} (CUDA tensors)` : `not loadable\n        ${distributed.ncclReason}`}`);

@@ -2,6 +2,8 @@ export { MixprecError } from './errors';
 export type { ErrorCode } from './errors';
 export { backends, memoryStats } from './backends';
 export type { BackendInfo, Device } from './backends';
+export { cpuIsa, setCpuIsa, CPU_ISAS } from './cpu';
+export type { CpuIsa, CpuIsaInfo } from './cpu';
 export type { DType, FloatDType } from './dtype';
 export { Tensor, tensor, empty, full, zeros, ones } from './tensor';
 export type { TensorOptions } from './tensor';

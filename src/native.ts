@@ -1,6 +1,6 @@
 // Loads the addon once, lazily, and wraps every native function so that what it throws becomes a
 // MixprecError with the native code. Importing mixprec never throws; the first use of a missing
-// addon throws E_NO_ADDON naming the command that builds it.
+// addon throws E_NO_ADDON naming the command that builds it (and a bad MIXPREC_CPU_ISA, E_ARG).
 import type { Binding } from '../binding';
 import { ErrorCode, MixprecError } from './errors';
 
@@ -33,6 +33,16 @@ function load(): Binding {
         '(CMake and a C++17 compiler are needed; nvcc adds the CUDA backend). In a mixprec checkout, ' +
         `run \`npm install\`. (${(err as Error).message.split('\n')[0]})`,
     );
+  }
+  // MIXPREC_CPU_ISA: the CPU kernels' level (src/cpu.ts), checked here so that a bad value is a
+  // clear E_ARG on first use rather than a silent fallback.
+  const isa = process.env.MIXPREC_CPU_ISA;
+  if (isa !== undefined && isa !== '' && isa !== 'auto') {
+    try {
+      raw.setCpuIsa(isa as 'auto');
+    } catch (err) {
+      throw new MixprecError('E_ARG', `MIXPREC_CPU_ISA=${isa}: ${(err as Error).message}`);
+    }
   }
   const wrapped = {} as Record<string, unknown>;
   for (const [name, fn] of Object.entries(raw)) {

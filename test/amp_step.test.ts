@@ -132,7 +132,7 @@ describeEachBackend('unscale / inf-check / norm', (device) => {
     for (const x of g) ss += (x / 4096) ** 2;
     expect(Math.abs(r.gradNorm - Math.sqrt(ss)) / Math.sqrt(ss)).toBeLessThan(1e-5);
   });
-});
+}, { everyCpuIsa: true });
 
 const HYPERS: RefHyper[] = [
   { kind: 'sgd', lr: 0.05 },
@@ -292,7 +292,7 @@ describeEachBackend('fused optimizers', (device) => {
     expect(b.store.parameters()).toEqual(a.store.parameters());
     expect(codeOf(() => ob.loadStateDict({ ...oa.stateDict(), kind: 'sgd' }))).toBe('E_STATE');
   });
-});
+}, { everyCpuIsa: true });
 
 test('optimizer options: PyTorch defaults and validation', () => {
   expect(mixprec.optim.adam().hyper).toMatchObject({ lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 });

@@ -7,7 +7,8 @@
 //
 // Tolerance: the operands as stored are exact in FP32 and so are their products, so an FP32
 // accumulation over K terms is within (K + 2) ulps of sum |a| |b| in any order (first order),
-// plus one rounding per epilogue step and the store's. An FP16 accumulator is ~2^13 times
+// plus one rounding per epilogue step and the store's (and, where products or sums underflow,
+// half the smallest subnormal per rounding). An FP16 accumulator is ~2^13 times
 // further off, which the tolerance rejects (checked below on a simulated FP16 accumulation).
 //
 // Imports only src/native and src/float16 (through test/helpers/raw) and test/helpers.
@@ -29,7 +30,7 @@ type Case = {
   lda?: number; ldb?: number; ldc?: number; strideA?: number; strideB?: number; strideC?: number;
   aType?: DType; bType?: DType; outType?: DType; alpha?: number; beta?: number;
   c?: 'separate' | 'inplace'; cType?: DType; bias?: DType; act?: ActCode; preAct?: DType;
-  offsets?: boolean; scale?: number;
+  offsets?: boolean; scale?: number; bScale?: number;
 };
 
 /** Elements spanned by `rows` rows of `cols`, `ld` apart, and by `batch` items `stride` apart. */
@@ -68,7 +69,7 @@ function runCase(device: Device, k: Case, what = ''): void {
   const off = () => (k.offsets ? 1 + floor(rng() * 5) : 0);
   const aOff = off(), bOff = off(), oOff = off(), cOff = k.c === 'separate' ? off() : oOff, pOff = off();
   const A = storage(device, aT, aOff, batched(batch, sA, oneA), inMatrix(aRows, aCols, lda, sA, batch), k.scale ?? 1);
-  const B = storage(device, bT, bOff, batched(batch, sB, oneB), inMatrix(bRows, bCols, ldb, sB, batch), k.scale ?? 1);
+  const B = storage(device, bT, bOff, batched(batch, sB, oneB), inMatrix(bRows, bCols, ldb, sB, batch), k.bScale ?? k.scale ?? 1);
   const nC = batched(batch, sC, oneC), PAD = 3;
   const inC = inMatrix(M, N, ldc, sC, batch);
   const cT = k.c === 'inplace' ? oT : k.cType ?? oT;
@@ -90,6 +91,11 @@ function runCase(device: Device, k: Case, what = ''): void {
     `${C ? ` c=${k.c}` : ''}${bias ? ' bias' : ''}${k.act ? ` act=${k.act}` : ''}${P ? ' preAct' : ''}`;
   const got = readAll({ h: O.h, dtype: oT, n: oOff + nC + PAD } as Buf);
   const gotP = P ? readAll({ h: P.h, dtype: P.dtype, n: pOff + nC + PAD } as Buf) : null;
+  // The avx512bf16 level's BF16 x BF16 kernel (vdpbf16ps) treats BF16 subnormal inputs as 0 and
+  // flushes subnormal FP32 sums to 0: each of the K steps may lose 2^-126 times an operand.
+  const maxAbs = (v: Float32Array) => v.reduce((m, x) => (Number.isNaN(x) ? m : Math.max(m, abs(x))), 0);
+  const flushes = device === 'cpu' && aT === BF16 && bT === BF16 && native().cpuIsa().active === 'avx512bf16';
+  const flushTol = flushes ? (K + 1) * 2 ** -126 * (1 + maxAbs(A.v) + maxAbs(B.v)) : 0;
   // The float64 reference, item by item, on dense copies of op(A) and op(B).
   const ref: number[] = [], tol: number[] = [], gIdx: number[] = [];
   const refP: number[] = [], tolP: number[] = [];
@@ -103,7 +109,7 @@ function runCase(device: Device, k: Case, what = ''): void {
       const e = b * sC + m * ldc + n;
       const cv = C ? cVals![cOff + e] : 0, bv = bias ? bias.v[n] : 0;
       const pre = Math.fround(alpha) * acc + (beta ? Math.fround(beta) * cv : 0) + bv;
-      const preTol = abs(alpha) * (K + 2) * EPS32 * accAbs + 3 * EPS32 * (abs(alpha * acc) + abs(beta * cv) + abs(bv));
+      const preTol = abs(alpha) * ((K + 2) * EPS32 * accAbs + (2 * K + 2) * TINY[F32] + flushTol) + 3 * EPS32 * (abs(alpha * acc) + abs(beta * cv) + abs(bv));
       let v = pre, t = preTol;
       if (k.act === 1) v = pre < 0 ? 0 : pre;
       else if (k.act === 2) { v = gelu64(pre); t = 1.13 * preTol + 8 * EPS32 * (abs(pre) + abs(v)); }
@@ -124,14 +130,14 @@ const SQUARE = [1, 7, 33, 129];
 const NON_SQUARE: [number, number, number][] = [[7, 129, 33], [129, 1, 7], [1, 33, 129], [33, 7, 1], [200, 65, 300], [1000, 7, 129]];
 const TRANS: [boolean, boolean][] = [[false, false], [false, true], [true, false], [true, true]];
 
-describeEachBackend('gemm', (device) => {
+describeEachBackend('gemm', (device, lowerCpuIsa) => {
   for (const dtype of DTYPES) {
     for (const [tA, tB] of TRANS) {
       test(`${dtype} transA=${tA} transB=${tB}: sizes ${SQUARE.join(', ')} and non-square vs float64`, () => {
         for (const s of SQUARE) runCase(device, { M: s, N: s, K: s, transA: tA, transB: tB, aType: dtype });
         for (const [M, N, K] of NON_SQUARE) runCase(device, { M, N, K, transA: tA, transB: tB, aType: dtype });
       });
-      test(`${dtype} transA=${tA} transB=${tB}: 1000^3 vs float64`, () => {
+      if (!lowerCpuIsa) test(`${dtype} transA=${tA} transB=${tB}: 1000^3 vs float64`, () => {
         runCase(device, { M: 1000, N: 1000, K: 1000, transA: tA, transB: tB, aType: dtype });
       });
     }
@@ -176,6 +182,15 @@ describeEachBackend('gemm', (device) => {
     for (let i = 0; i < got.length; i++) if (got[i] !== expected[i]) differ++;
     // Identical except where FP32 accumulation order lands within an ulp of a rounding boundary.
     expect(differ).toBeLessThanOrEqual(Math.ceil(got.length * 0.02));
+  });
+
+  test('bfloat16 subnormal operands and subnormal sums: exact but for the avx512bf16 flush, every transpose', () => {
+    for (const [tA, tB] of TRANS) {
+      // subnormal BF16 inputs (2^-126 down to 2^-133) times large ones: normal products
+      runCase(device, { M: 20, N: 40, K: 71, transA: tA, transB: tB, aType: BF16, scale: 2 ** -127, bScale: 2 ** 100 });
+      // normal BF16 inputs whose products and sums are FP32 subnormals
+      runCase(device, { M: 15, N: 33, K: 64, transA: tA, transB: tB, aType: BF16, scale: 2 ** -64 });
+    }
   });
 
   test('mixed operand dtypes (float16 x float32, bfloat16 x float16)', () => {
@@ -252,24 +267,10 @@ describeEachBackend('gemm', (device) => {
     expect(gemm({ a: 7 as never })).toBe('E_ARG');
     expect(Array.from(native().download(O.h, 0, 64)).every(Number.isNaN)).toBe(true);
   });
-});
+}, { everyCpuIsa: true });
 
 /** Deterministic pick from a list (varies the dtypes across the cases of a loop). */
 function pick<T>(xs: T[], i: number): T { return xs[((i % xs.length) + xs.length) % xs.length]; }
-
-describe('CPU GEMM scalar fallback (run-time dispatch off)', () => {
-  afterAll(() => native().setCpuGemmIsa('auto'));
-  test('matches float64 for every dtype and transpose, batched and strided included', () => {
-    expect(native().setCpuGemmIsa('scalar')).toBe('scalar');
-    for (const dtype of DTYPES) for (const [tA, tB] of TRANS) {
-      for (const [M, N, K] of [[1, 1, 1], [7, 33, 129], [129, 7, 33], [64, 64, 64]] as [number, number, number][])
-        runCase('cpu', { M, N, K, transA: tA, transB: tB, aType: dtype });
-      runCase('cpu', { M: 9, N: 20, K: 300, batch: 3, transA: tA, transB: tB, aType: dtype, lda: (tA ? 9 : 300) + 1, ldb: (tB ? 300 : 20) + 3, ldc: 23,
-        strideB: 0, offsets: true, c: 'inplace', beta: 0.5, bias: BF16, act: 2, preAct: F32, outType: pick(DTYPES, tA ? 1 : 2) });
-    }
-    expect(native().setCpuGemmIsa('auto')).not.toBe('scalar');
-  });
-});
 
 (cudaAvailable ? describe : describe.skip)(`CUDA vs CPU parity (the CPU backend is the oracle)${cudaAvailable ? '' : ` — cuda: skipped: ${cudaInfo?.reason ?? 'unavailable'}`}`, () => {
   test('same inputs, every dtype, batched with leading dimensions: results agree', () => {

@@ -87,7 +87,7 @@ describeEachBackend('layer gradients vs float64 finite differences', (device) =>
       expect(Math.sqrt(num / den)).toBeLessThan(2e-2); // fp16 activations and weights
     });
   });
-});
+}, { everyCpuIsa: true });
 
 test('PyTorch-shaped parameters: names, order (weight before bias), Linear weight [out, in], Kaiming-uniform bounds', () => {
   const m = mixprec.sequential([mixprec.layers.linear(20, 30, { activation: 'relu' }), mixprec.layers.layerNorm(30), mixprec.layers.dropout(0.1), mixprec.layers.linear(30, 10)], { seed: 3 });

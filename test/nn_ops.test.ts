@@ -242,7 +242,7 @@ describeEachBackend('activation forward / backward', (device) => {
     native().activationForward({ act: 2, x: x.h, xType: 0, y: y.h, yType: 0, n: 0 });
     await read(y, 0, 'n=0');
   });
-});
+}, { everyCpuIsa: true });
 
 describeEachBackend('reduceSum', (device) => {
   /** float64 sums over r of x[o, r, i], and the sums of |x| (the rounding error's scale). */
@@ -403,7 +403,7 @@ describeEachBackend('binary', (device) => {
       run(`${op.name} flat out = a, scalar ${t}`, op, [100000], a3, null, 1.5, t, { buf: a3.buf, offset: 0 });
     }
   });
-});
+}, { everyCpuIsa: true });
 
 describeEachBackend('copy and fill', (device) => {
   /** A copy of x (stored in dim order xOrder) into out (stored in dim order oOrder), both with offsets; checked exactly. */
@@ -707,7 +707,7 @@ describeEachBackend('softmaxCrossEntropy', (device) => {
       expect(m.i[1]).toBe(okRef);
     }
   });
-});
+}, { everyCpuIsa: true });
 
 describeEachBackend('mseLoss', (device) => {
   const CONFIGS: [DType, DType, DType][] = [[F32, F32, F32], [F16, F16, F16], [BF16, BF16, BF16], [F16, F32, F32], [BF16, F16, BF16]];
@@ -953,7 +953,7 @@ describeEachBackend('layerNorm', (device) => {
     native().layerNormBackward({ dy: x.h, dyType: 0, x: x.h, xType: 0, mean: st.h, rstd: st.h, M: 0, N: 3, dgType: 0, dbeta: acc.h, accumulate: true });
     expectExact('M = 0 accumulate', readAll(acc).slice(0, 3), [1.5, -2, 3]);
   });
-});
+}, { everyCpuIsa: true });
 
 describeEachBackend('softmax forward / backward', (device) => {
   /** float64 row softmax of the stored values: probabilities, log-probabilities and the row's error scales. */
@@ -1100,7 +1100,7 @@ describeEachBackend('softmax forward / backward', (device) => {
       expectClose(`${isLog ? 'log' : ''}softmax fd`, read(dx, M * N, 'fd'), fd, () => 2e-6);
     }
   });
-});
+}, { everyCpuIsa: true });
 
 describeEachBackend('embedding', (device) => {
   const PAIRS = DTYPES.flatMap((a) => DTYPES.map((b) => [a, b] as [DType, DType]));
@@ -1283,7 +1283,7 @@ describeEachBackend('unscaleCheckNorm and accumulate (the mixed-precision step\'
       expectExact(`overwrite ${t} n=${n}`, readAll(acc), g.v, true);
     }
   });
-});
+}, { everyCpuIsa: true });
 
 describeEachBackend('bad arguments through the raw binding', (device) => {
   test('buffers too small are E_SHAPE; bad p / smoothing / eps / act are E_ARG; bad dtype E_DTYPE; outputs untouched', () => {

@@ -11,12 +11,12 @@
 
 #include <vector>
 
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#endif
-
 #include "cpu_backend.h"
 #include "loops.h"
+
+#if MP_X86
+#include <immintrin.h>
+#endif
 
 namespace mp {
 namespace cpu {
@@ -33,7 +33,7 @@ void forChunks(size_t begin, size_t end, F&& f) {
 typedef float F8 __attribute__((vector_size(32)));
 typedef int32_t I8 __attribute__((vector_size(32)));
 
-MP_CLONES void unscaleChunk(float* x, size_t len, float invScale, float acc[8], int& bad) {
+MP_ISA_BODY inline void unscaleChunkLoop(float* x, size_t len, float invScale, float acc[8], int& bad) {
   F8 sum;
   memcpy(&sum, acc, sizeof sum);
   I8 nonFinite = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -58,14 +58,17 @@ MP_CLONES void unscaleChunk(float* x, size_t len, float invScale, float acc[8], 
     acc[j & 7] += u * u;
   }
 }
+void unscaleChunk(float* x, size_t len, float invScale, float acc[8], int& bad) {
+  return onActiveIsa([&]() MP_ISA_BODY { return unscaleChunkLoop(x, len, invScale, acc, bad); });
+}
 
-#if defined(__x86_64__) || defined(_M_X64)
+#if MP_X86
 // unscaleChunk fused with the F16C widening, over a whole block of FP16 gradients: each 8-wide
 // load is widened in registers (exact) and unscaled, so there is no round trip through a chunk
 // buffer (whose stack placement made the streaming pass up to 30% slower). The same operations
 // per lane as unscaleChunk (lane k takes the elements j with j % 8 == k; mul, then add: no FMA in
 // this target), so the same bits.
-__attribute__((target("avx2,f16c"))) void unscaleF16Avx(const uint16_t* g, size_t len, float invScale, float* out32,
+MP_TARGET_AVX2 void unscaleF16Avx(const uint16_t* g, size_t len, float invScale, float* out32,
                                                       float acc[8], int& bad) {
   __m256 sum = _mm256_loadu_ps(acc);
   __m256i nonFinite = _mm256_setzero_si256();
@@ -91,7 +94,7 @@ __attribute__((target("avx2,f16c"))) void unscaleF16Avx(const uint16_t* g, size_
 
 // acc[j] += widened g[j] for an FP16 block, widened in registers (the same FP32 adds as the
 // chunked path, without the round trip through a chunk buffer).
-__attribute__((target("avx2,f16c"))) void accumulateF16Avx(const uint16_t* g, float* acc, size_t len) {
+MP_TARGET_AVX2 void accumulateF16Avx(const uint16_t* g, float* acc, size_t len) {
   size_t j = 0;
   for (; j + 8 <= len; j += 8)
     _mm256_storeu_ps(acc + j, _mm256_add_ps(_mm256_loadu_ps(acc + j),
@@ -103,7 +106,7 @@ __attribute__((target("avx2,f16c"))) void accumulateF16Avx(const uint16_t* g, fl
 void unscaleBlock(const void* g, DType t, size_t begin, size_t end, float invScale, float* out32, float& sumsq, int& inf) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int bad = 0;
-#if defined(__x86_64__) || defined(_M_X64)
+#if MP_X86
   if (t == DType::F16 && cpuHasF16C()) {
     unscaleF16Avx(static_cast<const uint16_t*>(g) + begin, end - begin, invScale, out32 ? out32 + begin : nullptr, acc, bad);
     sumsq = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
@@ -124,7 +127,7 @@ void unscaleBlock(const void* g, DType t, size_t begin, size_t end, float invSca
 // One chunk of the update. The kind and which moments exist are template parameters, so the
 // option tests fold away and the loop body is straight-line selects, which vectorise.
 template <int32_t Kind, bool HasM, bool HasV>
-MP_CLONES void updateChunk(float* __restrict p, float* __restrict m, float* __restrict v, const float* __restrict g,
+MP_ISA_BODY inline void updateChunkLoop(float* __restrict p, float* __restrict m, float* __restrict v, const float* __restrict g,
                            size_t len, const OptimConfig& oc, const AmpState& sc) {
   OptimConfig o = oc;
   o.kind = Kind;
@@ -135,6 +138,11 @@ MP_CLONES void updateChunk(float* __restrict p, float* __restrict m, float* __re
     if (HasM) m[j] = mj;
     if (HasV) v[j] = vj;
   }
+}
+template <int32_t Kind, bool HasM, bool HasV>
+void updateChunk(float* __restrict p, float* __restrict m, float* __restrict v, const float* __restrict g,
+                           size_t len, const OptimConfig& oc, const AmpState& sc) {
+  return onActiveIsa([&]() MP_ISA_BODY { return updateChunkLoop<Kind, HasM, HasV>(p, m, v, g, len, oc, sc); });
 }
 
 void optimizerBlock(const OptimStepArgs& a, size_t begin, size_t end) {
@@ -186,7 +194,7 @@ void accumulate(const AccumulateArgs& a) {
   forBlocks(a.n, [&](int64_t, size_t begin, size_t end) {
     if (a.overwrite && a.gType == DType::F32 && a.g == a.acc) return;  // acc = acc
     if (a.overwrite) return widen(a.g, a.gType, begin, end - begin, a.acc + begin);
-#if defined(__x86_64__) || defined(_M_X64)
+#if MP_X86
     if (a.gType == DType::F16 && cpuHasF16C())
       return accumulateF16Avx(static_cast<const uint16_t*>(a.g) + begin, a.acc + begin, end - begin);
 #endif

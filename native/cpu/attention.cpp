@@ -245,7 +245,7 @@ MP_INLINE int64_t rowOffset(const int64_t* st, int64_t b, int64_t h, int64_t t) 
 // Forward
 
 // Items [it0, it1) of the (b, h, query block) space, in order.
-MP_CLONES void forwardItems(const AttentionArgs& a, int64_t it0, int64_t it1) {
+MP_ISA_BODY inline void forwardItemsLoop(const AttentionArgs& a, int64_t it0, int64_t it1) {
   const int64_t H = a.H, Tq = a.Tq, Tk = a.Tk, D = a.D, Dp = roundUp(D, 8), Tkp = roundUp(Tk, kTC);
   const int64_t nQB = ceilDiv(Tq, kBQ);
   const bool drop = a.dropoutP > 0.0f;
@@ -324,12 +324,15 @@ MP_CLONES void forwardItems(const AttentionArgs& a, int64_t it0, int64_t it1) {
     }
   }
 }
+void forwardItems(const AttentionArgs& a, int64_t it0, int64_t it1) {
+  return onActiveIsa([&]() MP_ISA_BODY { return forwardItemsLoop(a, it0, it1); });
+}
 
 // ---------------------------------------------------------------------------------------------
 // Backward
 
 // Heads [bh0, bh1) (bh = b * H + h), each whole.
-MP_CLONES void backwardHeads(const AttentionBackwardArgs& a, int64_t bh0, int64_t bh1) {
+MP_ISA_BODY inline void backwardHeadsLoop(const AttentionBackwardArgs& a, int64_t bh0, int64_t bh1) {
   const int64_t H = a.H, Tq = a.Tq, Tk = a.Tk, D = a.D, Dp = roundUp(D, 8), Tqp = roundUp(Tq, kTR);
   const bool drop = a.dropoutP > 0.0f;
   const float dscale = dropout_scale(a.dropoutP), scale = a.scale;
@@ -427,6 +430,9 @@ MP_CLONES void backwardHeads(const AttentionBackwardArgs& a, int64_t bh0, int64_
       storeRow(row2, a.dq, a.dType, rowOffset(a.dqStrides, b, h, i), D);
     }
   }
+}
+void backwardHeads(const AttentionBackwardArgs& a, int64_t bh0, int64_t bh1) {
+  return onActiveIsa([&]() MP_ISA_BODY { return backwardHeadsLoop(a, bh0, bh1); });
 }
 
 }  // namespace

@@ -4,9 +4,8 @@
 
 namespace mp {
 Backend* cpuBackend();     // process-wide singleton
-std::string cpuFeatures(); // what the GEMM dispatched to at run time, e.g. "avx2+fma+f16c"
-// Test hook: "scalar" forces the GEMM's portable fallback, "auto" restores run-time dispatch.
-void setCpuGemmIsa(const std::string& isa);
+// The GEMM kernels the active ISA level (isa.h) runs, e.g. "avx2: fp32 6x16 (fma)".
+std::string cpuFeatures();
 
 // One function per op of native/core/ops.def (semantics at its Args struct), defined by family:
 // gemm.cpp (gemm), copy.cpp (fill, copy), elementwise.cpp (binary, reduceSum, activations,

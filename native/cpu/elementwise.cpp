@@ -35,13 +35,21 @@ constexpr int64_t kMaxPartials = int64_t(1) << 23;  // FP32 partial sums a colum
 int64_t rowsPerBlock(int64_t R) { return std::max(kMinRows, (R + kMaxRowBlocks - 1) / kMaxRowBlocks); }
 
 template <int Op>
-MP_CLONES void applyBinary(const float* x, const float* y, float* o, size_t n) {
+MP_ISA_BODY inline void applyBinaryLoop(const float* x, const float* y, float* o, size_t n) {
   for (size_t j = 0; j < n; ++j) o[j] = binary_apply(Op, x[j], y[j]);
+}
+template <int Op>
+void applyBinary(const float* x, const float* y, float* o, size_t n) {
+  return onActiveIsa([&]() MP_ISA_BODY { return applyBinaryLoop<Op>(x, y, o, n); });
 }
 
 template <int A>
-MP_CLONES void applyAct(float* v, size_t n) {
+MP_ISA_BODY inline void applyActLoop(float* v, size_t n) {
   for (size_t j = 0; j < n; ++j) v[j] = apply_act((Act)A, v[j]);
+}
+template <int A>
+void applyAct(float* v, size_t n) {
+  return onActiveIsa([&]() MP_ISA_BODY { return applyActLoop<A>(v, n); });
 }
 void applyActRuntime(Act act, float* v, size_t n) {
   if (act == Act::Relu) applyAct<(int)Act::Relu>(v, n);
@@ -49,22 +57,35 @@ void applyActRuntime(Act act, float* v, size_t n) {
 }
 
 template <int A>
-MP_CLONES void applyActBackward(const float* dy, const float* z, float* dx, size_t n) {
+MP_ISA_BODY inline void applyActBackwardLoop(const float* dy, const float* z, float* dx, size_t n) {
   for (size_t j = 0; j < n; ++j) dx[j] = act_backward((Act)A, dy[j], z[j]);
+}
+template <int A>
+void applyActBackward(const float* dy, const float* z, float* dx, size_t n) {
+  return onActiveIsa([&]() MP_ISA_BODY { return applyActBackwardLoop<A>(dy, z, dx, n); });
 }
 // ReLU's dx = act_backward(Relu, dy, z) = dy * act_grad(Relu, z), its two factors evaluated in
 // loops of their own: GCC does not if-convert the select inside the product (a branch per element,
 // mispredicted half the time), but does in a loop of its own. Same operations, same bits.
-MP_CLONES void reluGrads(const float* z, float* g, size_t n) {
+MP_ISA_BODY inline void reluGradsLoop(const float* z, float* g, size_t n) {
   for (size_t j = 0; j < n; ++j) g[j] = act_grad(Act::Relu, z[j]);
 }
-MP_CLONES void mulInPlace(const float* dy, float* g, size_t n) {
+void reluGrads(const float* z, float* g, size_t n) {
+  return onActiveIsa([&]() MP_ISA_BODY { return reluGradsLoop(z, g, n); });
+}
+MP_ISA_BODY inline void mulInPlaceLoop(const float* dy, float* g, size_t n) {
   for (size_t j = 0; j < n; ++j) g[j] = dy[j] * g[j];
+}
+void mulInPlace(const float* dy, float* g, size_t n) {
+  return onActiveIsa([&]() MP_ISA_BODY { return mulInPlaceLoop(dy, g, n); });
 }
 
 // dst[0..n) += src[0..n), element by element (FP32).
-MP_CLONES void addRow(float* __restrict dst, const float* __restrict src, int64_t n) {
+MP_ISA_BODY inline void addRowLoop(float* __restrict dst, const float* __restrict src, int64_t n) {
   for (int64_t j = 0; j < n; ++j) dst[j] += src[j];
+}
+void addRow(float* __restrict dst, const float* __restrict src, int64_t n) {
+  return onActiveIsa([&]() MP_ISA_BODY { return addRowLoop(dst, src, n); });
 }
 // dst[0..n) += elements [off, off + n) of x as FP32 (widened through buf unless x is FP32).
 void addRowOf(float* dst, const void* x, DType t, size_t off, int64_t n, float* buf) {

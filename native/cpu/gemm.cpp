@@ -8,7 +8,9 @@
 //         for each NR panel (in L1), for each MR panel: MR x NR micro-kernel over KC
 //
 // Packing converts F16 / BF16 operands to FP32 once per block, so the micro-kernel is a pure
-// FP32 FMA loop whatever the operand types, and it absorbs all four transpose combinations.
+// FP32 FMA loop whatever the operand types, and it absorbs all four transpose combinations. The
+// one exception: with AVX512-BF16, two BF16 operands are packed as they are, in K-pairs, for
+// vdpbf16ps (F16 operands stay FP32 math: rounding them to BF16 would lose 3 mantissa bits).
 // Raw sums of products of the K blocks before the last are kept in FP32 (in `out` itself when
 // it is F32, else in a workspace); the epilogue (alpha, beta*C, bias, activation, rounding to
 // outType) runs once, on the last K block, while the tile is still in cache.
@@ -20,8 +22,10 @@
 // Either way an item's sums are taken in the same order (K blocks in order, k in order within a
 // block), so results never depend on the thread count.
 //
-// The AVX2/FMA/F16C functions carry target attributes and are chosen at run time, so this file
-// is compiled for baseline x86-64 (or any other architecture, where only the scalar path exists).
+// Kernels per ISA level (isa.h), chosen at run time: scalar and AVX2 (6 x 16 tiles), AVX-512 and
+// AVX512-BF16 (14 x 32, gemm_avx512.cpp). The packers and the epilogue are AVX2 code for all
+// vector levels. Cache blocks come from the cache sizes read at run time. This file is
+// compiled for baseline x86-64 (or any other architecture, where only the scalar path exists).
 #include <stdint.h>
 #include <string.h>
 #include <algorithm>
@@ -32,30 +36,26 @@
 #include <thread>
 
 #include "cpu_backend.h"
+#include "gemm_kernels.h"
+#include "isa.h"
 #include "parallel.h"
 
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
-#define MP_GEMM_X86 1
+#if MP_X86
 #include <immintrin.h>
-#define MP_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define MP_GEMM_CPU_RELAX() _mm_pause()
 #else
-#define MP_GEMM_X86 0
 #define MP_GEMM_CPU_RELAX() ((void)0)
 #endif
 
 namespace mp {
 namespace {
 
-// Register tile: 6x16 floats = 12 ymm accumulators, plus 2 for B and 1 for the broadcast A
-// value, out of 16. Two FMA pipes with 4-cycle latency need >= 8 independent chains.
+using namespace cpu;  // isa.h, gemm_kernels.h
+
+// The scalar and AVX2 register tile: 6x16 floats = 12 ymm accumulators, plus 2 for B and 1 for
+// the broadcast A value, out of 16. Two FMA pipes with 4-cycle latency need >= 8 chains.
 constexpr int kMR = 6;
 constexpr int kNR = 16;
-// Cache blocks for Zen3 (32 KiB L1d, 512 KiB L2 per core, 32 MiB shared L3): a KCxNR B panel
-// (16 KiB) lives in L1, an MCxKC A block (144 KiB) in L2, a KCxNC B block (4 MiB) in L3.
-constexpr int64_t kMC = 144;
-constexpr int64_t kKC = 256;
-constexpr int64_t kNC = 4080;
 // Below this many multiply-adds a second thread costs more to wake than it saves.
 constexpr int64_t kMinWorkPerThread = int64_t(1) << 17;
 // Caps the FP32 partial-sum workspace (only used when out is not F32, or C aliases an F32 out);
@@ -82,19 +82,19 @@ class AlignedBuffer {
   AlignedBuffer& operator=(const AlignedBuffer&) = delete;
   ~AlignedBuffer() { release(); }
 
-  float* reserve(size_t floats) {
-    if (floats > capacity_) {
+  void* reserve(size_t bytes) {
+    if (bytes > capacity_) {
       release();
-      const size_t bytes = roundUp((int64_t)std::max<size_t>(floats, 1) * sizeof(float), 64);
-      data_ = static_cast<float*>(::operator new(bytes, std::align_val_t(64), std::nothrow));
-      if (!data_) fail("E_OOM", "CPU GEMM: cannot allocate " + std::to_string(bytes) +
+      const size_t rounded = (size_t)roundUp((int64_t)std::max<size_t>(bytes, 1), 64);
+      data_ = ::operator new(rounded, std::align_val_t(64), std::nothrow);
+      if (!data_) fail("E_OOM", "CPU GEMM: cannot allocate " + std::to_string(rounded) +
                                     " bytes of packing buffer");
-      capacity_ = floats;
+      capacity_ = bytes;
     }
     return data_;
   }
   void releaseIfLargerThan(size_t bytes) {
-    if (capacity_ * sizeof(float) > bytes) release();
+    if (capacity_ > bytes) release();
   }
 
  private:
@@ -103,7 +103,7 @@ class AlignedBuffer {
     data_ = nullptr;
     capacity_ = 0;
   }
-  float* data_ = nullptr;
+  void* data_ = nullptr;
   size_t capacity_ = 0;
 };
 
@@ -140,8 +140,8 @@ struct Epilogue {
 struct TileJob {
   int64_t kc;
   bool firstK, lastK;
-  const float* packedA;  // panels for rows [rowBegin, rowEnd)
-  const float* packedB;  // panels for block columns [colOrigin, colOrigin + nc)
+  const void* packedA;   // panels for rows [rowBegin, rowEnd)
+  const void* packedB;   // panels for block columns [colOrigin, colOrigin + nc)
   int64_t rowBegin, rowEnd, colBegin, colEnd, colOrigin;
   float* partial;        // FP32 raw sums for block column colOrigin (null if K fits one block)
   int64_t ldPartial;
@@ -207,9 +207,13 @@ void microKernelScalar(int64_t kc, const float* __restrict a, const float* __res
   }
 }
 
+// What macroKernel needs of a level: its tile, the packed element and how many k values one
+// packed element step holds (2 for BF16 pairs), the micro-kernel and the epilogue.
 struct ScalarIsa {
-  static void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool acc) {
-    microKernelScalar(kc, a, b, c, ldc, acc);
+  static constexpr int MR = kMR, NR = kNR, kPerStep = 1;
+  using Elem = float;
+  static void micro(int64_t steps, const float* a, const float* b, float* c, int64_t ldc, bool acc) {
+    microKernelScalar(steps, a, b, c, ldc, acc);
   }
   static void epilogueRow(const Epilogue& e, const float* sums, int64_t m, int64_t n, int count) {
     epilogueRowScalar(e, sums, m, n, count);
@@ -218,7 +222,7 @@ struct ScalarIsa {
 
 // ----------------------------------------------------------------------------------------------
 // AVX2 + FMA + F16C path.
-#if MP_GEMM_X86
+#if MP_X86
 
 // F16C widening is exact and BF16 widening is a shift, so these match load_f32 bit for bit.
 MP_TARGET_AVX2 inline __m256 load8(const void* base, DType t, size_t index) {
@@ -350,6 +354,7 @@ MP_TARGET_AVX2 void packPanelAlongKAvx2(const Operand& op, int64_t p0, int valid
 template <int W>
 MP_TARGET_AVX2 void packPanelsAlongPAvx2(const Operand& op, int64_t p0, int64_t count,
                                          int64_t k0, int64_t kc, float* out) {
+  static_assert(W % 8 == 0 || W % 8 == 6, "a panel is 8-wide stores and at most one 6-wide one");
   const int64_t rowLength = op.pExtent;  // the stored row holds all p for one k (op.kStride apart)
   const int64_t readWidth = roundUp(W, 8);
   // Full panels whose 8-wide loads stay inside the stored row; the rest go through scalar code.
@@ -359,11 +364,10 @@ MP_TARGET_AVX2 void packPanelsAlongPAvx2(const Operand& op, int64_t p0, int64_t 
     const size_t src = (size_t)((k0 + k) * op.kStride + p0);
     for (int64_t q = 0; q < vectorPanels; ++q) {
       float* dst = out + q * W * kc + k * W;
-      if (W == 16) {
-        _mm256_store_ps(dst, load8(op.data, op.type, src + q * W));
-        _mm256_store_ps(dst + 8, load8(op.data, op.type, src + q * W + 8));
-      } else {
-        storeFirst6(dst, load8(op.data, op.type, src + q * W));
+      for (int v = 0; v < W; v += 8) {
+        const __m256 x = load8(op.data, op.type, src + q * W + v);
+        if (W - v >= 8) _mm256_storeu_ps(dst + v, x);
+        else storeFirst6(dst + v, x);
       }
     }
   }
@@ -380,9 +384,108 @@ MP_TARGET_AVX2 void packPanelsAvx2W(const Operand& op, int64_t p0, int64_t count
 }
 
 void packPanelsAvx2(const Operand& op, int64_t p0, int64_t count, int64_t k0, int64_t kc,
-                    int width, float* out) {
-  if (width == kMR) packPanelsAvx2W<kMR>(op, p0, count, k0, kc, out);
-  else packPanelsAvx2W<kNR>(op, p0, count, k0, kc, out);
+                    int width, void* out) {
+  float* o = static_cast<float*>(out);
+  switch (width) {
+    case kMR: return packPanelsAvx2W<kMR>(op, p0, count, k0, kc, o);
+    case kNR: return packPanelsAvx2W<kNR>(op, p0, count, k0, kc, o);
+    case kAvx512MR: return packPanelsAvx2W<kAvx512MR>(op, p0, count, k0, kc, o);
+    default: return packPanelsAvx2W<kAvx512NR>(op, p0, count, k0, kc, o);
+  }
+}
+
+// BF16 panels in K-pairs (gemm_kernels.h), packed from BF16 storage without conversion. Pair q
+// of element p holds k = k0 + 2q and k0 + 2q + 1, the second 0 past the end of an odd kc; rows
+// past `valid` are 0.
+void packPairsScalar(const Operand& op, int64_t p0, int valid, int64_t k0, int64_t kc, int64_t q0,
+                     int width, uint16_t* out) {
+  const uint16_t* x = static_cast<const uint16_t*>(op.data);
+  for (int64_t q = q0; q < ceilDiv(kc, 2); ++q) {
+    uint16_t* dst = out + q * 2 * width;
+    const int64_t k = k0 + 2 * q;
+    const bool second = 2 * q + 1 < kc;
+    for (int p = 0; p < width; ++p) {
+      const size_t base = (size_t)((p0 + p) * op.pStride);
+      dst[2 * p] = p < valid ? x[base + k * op.kStride] : 0;
+      dst[2 * p + 1] = p < valid && second ? x[base + (k + 1) * op.kStride] : 0;
+    }
+  }
+}
+
+// Storage contiguous along k: a pair is one 32-bit word of the stored row, so this is the FP32
+// along-k packing (8 x 8 transposes) on words.
+template <int W>
+MP_TARGET_AVX2 void packPairsAlongKAvx2(const Operand& op, int64_t p0, int valid, int64_t k0,
+                                        int64_t kc, uint16_t* out) {
+  const uint16_t* x = static_cast<const uint16_t*>(op.data);
+  int64_t q = 0;
+  for (; 2 * (q + 8) <= kc; q += 8) {
+    for (int g = 0; g < W; g += 8) {
+      __m256 rows[8];
+      for (int t = 0; t < 8; ++t) {
+        const int p = g + t;
+        rows[t] = p < valid && p < W
+                      ? _mm256_castsi256_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(
+                            x + (p0 + p) * op.pStride + k0 + 2 * q)))
+                      : _mm256_setzero_ps();
+      }
+      transpose8x8(rows);
+      for (int t = 0; t < 8; ++t) {
+        float* dst = reinterpret_cast<float*>(out + (q + t) * 2 * W + 2 * g);
+        if (W - g >= 8) _mm256_storeu_ps(dst, rows[t]);
+        else storeFirst6(dst, rows[t]);
+      }
+    }
+  }
+  packPairsScalar(op, p0, valid, k0, kc, q, W, out);
+}
+
+// Storage contiguous along p: interleave the two stored rows of a pair, 16 elements at a time.
+template <int W>
+MP_TARGET_AVX2 void packPairsAlongPAvx2(const Operand& op, int64_t p0, int64_t count, int64_t k0,
+                                        int64_t kc, uint16_t* out) {
+  static_assert(W % 16 == 0 || W % 16 == 14, "a panel is 16-wide steps and at most one 14-wide one");
+  const uint16_t* x = static_cast<const uint16_t*>(op.data);
+  const int64_t pairs = ceilDiv(kc, 2), panelElems = 2 * W * pairs;
+  const int64_t readWidth = roundUp(W, 16);
+  const int64_t fitting = op.pExtent - p0 >= readWidth ? (op.pExtent - p0 - readWidth) / W + 1 : 0;
+  const int64_t vectorPanels = std::min(count / W, fitting);
+  for (int64_t q = 0; q < pairs; ++q) {
+    const uint16_t* r0 = x + (k0 + 2 * q) * op.kStride + p0;
+    const uint16_t* r1 = 2 * q + 1 < kc ? r0 + op.kStride : nullptr;
+    for (int64_t panel = 0; panel < vectorPanels; ++panel) {
+      float* dst = reinterpret_cast<float*>(out + panel * panelElems + q * 2 * W);
+      for (int v = 0; v < W; v += 16) {
+        const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + panel * W + v));
+        const __m256i b = r1 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r1 + panel * W + v))
+                             : _mm256_setzero_si256();
+        const __m256i lo = _mm256_unpacklo_epi16(a, b), hi = _mm256_unpackhi_epi16(a, b);
+        _mm256_storeu_ps(dst + v, _mm256_castsi256_ps(_mm256_permute2x128_si256(lo, hi, 0x20)));
+        const __m256 upper = _mm256_castsi256_ps(_mm256_permute2x128_si256(lo, hi, 0x31));
+        if (W - v >= 16) _mm256_storeu_ps(dst + v + 8, upper);
+        else storeFirst6(dst + v + 8, upper);
+      }
+    }
+  }
+  for (int64_t p = vectorPanels * W; p < count; p += W)
+    packPairsScalar(op, p0 + p, (int)std::min<int64_t>(W, count - p), k0, kc, 0, W,
+                    out + (p / W) * panelElems);
+}
+
+template <int W>
+void packPairsW(const Operand& op, int64_t p0, int64_t count, int64_t k0, int64_t kc, uint16_t* out) {
+  if (op.kStride != 1) return packPairsAlongPAvx2<W>(op, p0, count, k0, kc, out);
+  const int64_t panelElems = 2 * W * ceilDiv(kc, 2);
+  for (int64_t p = 0; p < count; p += W)
+    packPairsAlongKAvx2<W>(op, p0 + p, (int)std::min<int64_t>(W, count - p), k0, kc,
+                           out + (p / W) * panelElems);
+}
+
+void packPairs(const Operand& op, int64_t p0, int64_t count, int64_t k0, int64_t kc, int width,
+               void* out) {
+  uint16_t* o = static_cast<uint16_t*>(out);
+  if (width == kAvx512MR) packPairsW<kAvx512MR>(op, p0, count, k0, kc, o);
+  else packPairsW<kAvx512NR>(op, p0, count, k0, kc, o);
 }
 
 // a: kc x 6 panel, b: kc x 16 panel (64-byte aligned). The 12 accumulators stay in registers for
@@ -445,15 +548,40 @@ MP_TARGET_AVX2 void microKernelAvx2(int64_t kc, const float* __restrict a,
 }
 
 struct Avx2Isa {
-  static void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool acc) {
-    microKernelAvx2(kc, a, b, c, ldc, acc);
+  static constexpr int MR = kMR, NR = kNR, kPerStep = 1;
+  using Elem = float;
+  static void micro(int64_t steps, const float* a, const float* b, float* c, int64_t ldc, bool acc) {
+    microKernelAvx2(steps, a, b, c, ldc, acc);
   }
   static void epilogueRow(const Epilogue& e, const float* sums, int64_t m, int64_t n, int count) {
     epilogueRowAvx2(e, sums, m, n, count);
   }
 };
 
-#endif  // MP_GEMM_X86
+struct Avx512Isa {
+  static constexpr int MR = kAvx512MR, NR = kAvx512NR, kPerStep = 1;
+  using Elem = float;
+  static void micro(int64_t steps, const float* a, const float* b, float* c, int64_t ldc, bool acc) {
+    microKernelAvx512(steps, a, b, c, ldc, acc);
+  }
+  static void epilogueRow(const Epilogue& e, const float* sums, int64_t m, int64_t n, int count) {
+    epilogueRowAvx2(e, sums, m, n, count);
+  }
+};
+
+struct Avx512Bf16Isa {
+  static constexpr int MR = kAvx512MR, NR = kAvx512NR, kPerStep = 2;
+  using Elem = uint16_t;
+  static void micro(int64_t steps, const uint16_t* a, const uint16_t* b, float* c, int64_t ldc,
+                    bool acc) {
+    microKernelAvx512Bf16(steps, a, b, c, ldc, acc);
+  }
+  static void epilogueRow(const Epilogue& e, const float* sums, int64_t m, int64_t n, int count) {
+    epilogueRowAvx2(e, sums, m, n, count);
+  }
+};
+
+#endif  // MP_X86
 
 // ----------------------------------------------------------------------------------------------
 // Macro-kernel: the jr / ir loops over one packed A block and the thread's part of a packed B
@@ -461,8 +589,10 @@ struct Avx2Isa {
 // out only the valid part.
 
 template <class Isa>
-void runTile(const TileJob& job, const float* aPanel, const float* bPanel, int64_t row,
-             int64_t col, int mr, int nr) {
+void runTile(const TileJob& job, const typename Isa::Elem* aPanel, const typename Isa::Elem* bPanel,
+             int64_t row, int64_t col, int mr, int nr) {
+  constexpr int MR = Isa::MR, NR = Isa::NR;
+  const int64_t steps = ceilDiv(job.kc, Isa::kPerStep);
   const Epilogue& e = *job.epilogue;
   // Full tiles write their raw sums straight to the FP32 partial sums, or to out when there is
   // nothing to apply; edge tiles go through a local tile so padding never touches memory.
@@ -477,72 +607,109 @@ void runTile(const TileJob& job, const float* aPanel, const float* bPanel, int64
   }
   const bool accumulate = job.partial && !job.firstK;
 
-  if (direct && mr == kMR && nr == kNR) {
-    Isa::micro(job.kc, aPanel, bPanel, direct, ldDirect, accumulate);
+  if (direct && mr == MR && nr == NR) {
+    Isa::micro(steps, aPanel, bPanel, direct, ldDirect, accumulate);
     if (!job.lastK || e.identity) return;  // identity: partial sums live in out, already final
     for (int i = 0; i < mr; ++i) Isa::epilogueRow(e, direct + i * ldDirect, row + i, col, nr);
     return;
   }
 
-  alignas(64) float local[kMR * kNR];
-  Isa::micro(job.kc, aPanel, bPanel, local, kNR, false);
+  alignas(64) float local[MR * NR];
+  Isa::micro(steps, aPanel, bPanel, local, NR, false);
   if (accumulate)
     for (int i = 0; i < mr; ++i)
-      for (int j = 0; j < nr; ++j) local[i * kNR + j] += direct[i * ldDirect + j];
+      for (int j = 0; j < nr; ++j) local[i * NR + j] += direct[i * ldDirect + j];
   if (!job.lastK) {
-    for (int i = 0; i < mr; ++i) memcpy(direct + i * ldDirect, local + i * kNR, nr * sizeof(float));
+    for (int i = 0; i < mr; ++i) memcpy(direct + i * ldDirect, local + i * NR, nr * sizeof(float));
     return;
   }
-  for (int i = 0; i < mr; ++i) Isa::epilogueRow(e, local + i * kNR, row + i, col, nr);
+  for (int i = 0; i < mr; ++i) Isa::epilogueRow(e, local + i * NR, row + i, col, nr);
 }
 
 template <class Isa>
 void macroKernel(const TileJob& job) {
-  for (int64_t col = job.colBegin; col < job.colEnd; col += kNR) {
-    const float* bPanel = job.packedB + (col - job.colOrigin) * job.kc;
-    const int nr = (int)std::min<int64_t>(kNR, job.colEnd - col);
-    for (int64_t row = job.rowBegin; row < job.rowEnd; row += kMR) {
-      const float* aPanel = job.packedA + (row - job.rowBegin) * job.kc;
-      const int mr = (int)std::min<int64_t>(kMR, job.rowEnd - row);
+  using Elem = typename Isa::Elem;
+  const int64_t panelK = roundUp(job.kc, Isa::kPerStep);  // packed k values per panel row
+  const Elem* packedA = static_cast<const Elem*>(job.packedA);
+  const Elem* packedB = static_cast<const Elem*>(job.packedB);
+  for (int64_t col = job.colBegin; col < job.colEnd; col += Isa::NR) {
+    const Elem* bPanel = packedB + (col - job.colOrigin) * panelK;
+    const int nr = (int)std::min<int64_t>(Isa::NR, job.colEnd - col);
+    for (int64_t row = job.rowBegin; row < job.rowEnd; row += Isa::MR) {
+      const Elem* aPanel = packedA + (row - job.rowBegin) * panelK;
+      const int mr = (int)std::min<int64_t>(Isa::MR, job.rowEnd - row);
       runTile<Isa>(job, aPanel, bPanel, row, col, mr, nr);
     }
   }
 }
 
+void packPanelsScalarFloat(const Operand& op, int64_t p0, int64_t count, int64_t k0, int64_t kc,
+                           int width, void* out) {
+  packPanelsScalar(op, p0, count, k0, kc, width, static_cast<float*>(out));
+}
+
+// One level's GEMM: its tile, its packed panels, and its kernels.
 struct Kernels {
   const char* name;
+  int mr, nr;
+  int kPerStep;   // k values per packed step: 1, or 2 for BF16 K-pairs
+  int elemBytes;  // bytes per packed value
   void (*packPanels)(const Operand&, int64_t p0, int64_t count, int64_t k0, int64_t kc, int width,
-                     float* out);
+                     void* out);
   void (*macroKernel)(const TileJob&);
+  // Bytes of `width`-wide panels for `count` values of p over kc values of k.
+  size_t panelBytes(int64_t count, int width, int64_t kc) const {
+    return (size_t)(roundUp(count, width) * roundUp(kc, kPerStep) * elemBytes);
+  }
 };
 
-const Kernels kScalarKernels = {"scalar", packPanelsScalar, macroKernel<ScalarIsa>};
-#if MP_GEMM_X86
-const Kernels kAvx2Kernels = {"avx2+fma+f16c", packPanelsAvx2, macroKernel<Avx2Isa>};
+template <class Isa>
+constexpr Kernels kernelsOf(const char* name,
+                            void (*pack)(const Operand&, int64_t, int64_t, int64_t, int64_t, int, void*)) {
+  return {name, Isa::MR, Isa::NR, Isa::kPerStep, (int)sizeof(typename Isa::Elem), pack, macroKernel<Isa>};
+}
+
+const Kernels kScalarKernels = kernelsOf<ScalarIsa>("scalar 6x16", packPanelsScalarFloat);
+#if MP_X86
+const Kernels kAvx2Kernels = kernelsOf<Avx2Isa>("avx2+fma 6x16", packPanelsAvx2);
+const Kernels kAvx512Kernels = kernelsOf<Avx512Isa>("avx512f 14x32", packPanelsAvx2);
+const Kernels kAvx512Bf16Kernels = kernelsOf<Avx512Bf16Isa>("avx512bf16 vdpbf16ps 14x32", packPairs);
 #endif
 
 // ----------------------------------------------------------------------------------------------
-// Dispatch.
+// Dispatch: the active level (isa.h), and for AVX512-BF16 the operand types.
 
-std::atomic<bool> gForceScalar{false};
-
-#if MP_GEMM_X86
-bool cpuHasAvx2FmaF16c() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    // libgcc / compiler-rt also check that the OS saves YMM state before reporting AVX2.
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
-  }();
-  return has;
-}
-#endif
-
-const Kernels& activeKernels() {
-#if MP_GEMM_X86
-  if (!gForceScalar.load(std::memory_order_relaxed) && cpuHasAvx2FmaF16c()) return kAvx2Kernels;
+const Kernels& fp32KernelsOf(Isa isa) {
+#if MP_X86
+  if (isa >= Isa::Avx512) return kAvx512Kernels;
+  if (isa == Isa::Avx2) return kAvx2Kernels;
 #endif
   return kScalarKernels;
+}
+
+const Kernels& kernelsFor(const GemmArgs& g) {
+  const Isa isa = activeIsa();
+#if MP_X86
+  if (isa == Isa::Avx512Bf16 && g.aType == DType::BF16 && g.bType == DType::BF16)
+    return kAvx512Bf16Kernels;
+#endif
+  return fp32KernelsOf(isa);
+}
+
+// Cache blocks from the cache sizes (isa.h): a kc x nr B panel in half of L1d, an mc x kc A
+// block in about 28% of L2 and a kc x nc B block in an eighth of the L3 a core shares. On Zen 3
+// (32 KiB, 512 KiB, 32 MiB) with the 6 x 16 FP32 tile that is the tuned 256 / 144 / 4096.
+struct Blocking {
+  int64_t mc, kc, nc;
+};
+Blocking blockingFor(const Kernels& k) {
+  const CacheSizes& c = cacheSizes();
+  Blocking b;
+  b.kc = std::clamp<int64_t>((int64_t)(c.l1d / 2) / (k.nr * k.elemBytes) / 8 * 8, 64, 1024);
+  const int64_t kBytes = b.kc * k.elemBytes;
+  b.mc = std::max<int64_t>(k.mr, (int64_t)(c.l2 * 9 / 32) / kBytes / k.mr * k.mr);
+  b.nc = std::clamp<int64_t>((int64_t)(c.l3 / 8) / kBytes / k.nr * k.nr, 4 * k.nr, 16384);
+  return b;
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -557,34 +724,35 @@ struct WorkPlan {
   int64_t items() const { return rowItems * colItems; }
 };
 
-WorkPlan makePlan(int64_t M, int64_t nc, int64_t wantRowItems, int64_t wantColItems) {
-  const int64_t mUnits = ceilDiv(M, kMR), nUnits = ceilDiv(nc, kNR);
+WorkPlan makePlan(const Kernels& k, int64_t M, int64_t nc, int64_t wantRowItems,
+                  int64_t wantColItems) {
+  const int64_t mUnits = ceilDiv(M, k.mr), nUnits = ceilDiv(nc, k.nr);
   WorkPlan p;
   p.rowItems = std::max<int64_t>(1, std::min(wantRowItems, mUnits));
   p.colItems = std::max<int64_t>(1, std::min(wantColItems, nUnits));
-  p.maxItemRows = ceilDiv(mUnits, p.rowItems) * kMR;
+  p.maxItemRows = ceilDiv(mUnits, p.rowItems) * k.mr;
   return p;
 }
 
 // Splitting rows shares one packed B block between threads; splitting columns (for few rows)
 // makes each thread pack the same A rows. Pick the one that finishes first by a tile-count
 // estimate, where packing MR rows of A costs about a quarter of a micro-tile.
-WorkPlan planBlock(int64_t M, int64_t nc, int threads) {
-  const int64_t minRowItems = ceilDiv(M, kMC);  // an A block must fit in L2
+WorkPlan planBlock(const Kernels& k, int64_t mc, int64_t M, int64_t nc, int threads) {
+  const int64_t minRowItems = ceilDiv(M, mc);  // an A block must fit in L2
   auto finishTime = [&](const WorkPlan& p) {
-    const int64_t rowUnits = ceilDiv(ceilDiv(M, kMR), p.rowItems);
-    const int64_t colUnits = ceilDiv(ceilDiv(nc, kNR), p.colItems);
+    const int64_t rowUnits = ceilDiv(ceilDiv(M, k.mr), p.rowItems);
+    const int64_t colUnits = ceilDiv(ceilDiv(nc, k.nr), p.colItems);
     return ceilDiv(p.items(), threads) * rowUnits * (4 * colUnits + 1);
   };
-  const WorkPlan splitRows = makePlan(M, nc, roundUp(minRowItems, threads), 1);
-  const WorkPlan splitCols = makePlan(M, nc, minRowItems, threads);
+  const WorkPlan splitRows = makePlan(k, M, nc, roundUp(minRowItems, threads), 1);
+  const WorkPlan splitCols = makePlan(k, M, nc, minRowItems, threads);
   return finishTime(splitCols) < finishTime(splitRows) ? splitCols : splitRows;
 }
 
-int chooseThreadCount(const GemmArgs& g) {
+int chooseThreadCount(const Kernels& k, const GemmArgs& g) {
   const double work = (double)g.M * (double)g.N * (double)g.K;
   const int64_t byWork = (int64_t)std::min<double>(work / (double)kMinWorkPerThread, 1 << 20);
-  const int64_t tiles = ceilDiv(g.M, kMR) * ceilDiv(g.N, kNR);
+  const int64_t tiles = ceilDiv(g.M, k.mr) * ceilDiv(g.N, k.nr);
   return (int)std::max<int64_t>(1, std::min<int64_t>({(int64_t)numThreads(), byWork, tiles}));
 }
 
@@ -615,10 +783,10 @@ struct GemmPlan {
   const Kernels* kernels;
   Operand a, b;
   Epilogue epilogue;
-  int64_t M, N, K, ldc, kc, ncBlock;
+  int64_t M, N, K, ldc, kc, ncBlock, mc;
   bool multiK, partialInOut;
   float* workspace;  // FP32 partial sums when they cannot live in out
-  float* packedB;
+  char* packedB;
   int threads;
 };
 
@@ -627,7 +795,8 @@ struct GemmPlan {
 // than on a barrier of threads keeps this correct when parallelFor runs it on fewer threads.
 void runBlock(const GemmPlan& plan, int64_t jc, int64_t nc, int64_t pc, const WorkPlan& work) {
   const int64_t kc = std::min(plan.kc, plan.K - pc);
-  const int64_t panels = ceilDiv(nc, kNR);
+  const Kernels& k = *plan.kernels;
+  const int64_t panels = ceilDiv(nc, k.nr);
   const int64_t packChunks = ceilDiv(panels, kPanelsPerPackChunk);
   // Separate cache lines: every claim would otherwise bounce the line holding all three.
   alignas(64) std::atomic<int64_t> nextPackChunk{0};
@@ -647,11 +816,11 @@ void runBlock(const GemmPlan& plan, int64_t jc, int64_t nc, int64_t pc, const Wo
   base.epilogue = &plan.epilogue;
 
   auto doShare = [&](int64_t, int64_t) {
-    float* packedA = tlsPackedA.reserve((size_t)(work.maxItemRows * kc));  // may throw E_OOM
+    void* packedA = tlsPackedA.reserve(k.panelBytes(work.maxItemRows, k.mr, kc));  // may throw E_OOM
     for (int64_t chunk; (chunk = nextPackChunk.fetch_add(1)) < packChunks;) {
-      const int64_t col0 = chunk * kPanelsPerPackChunk * kNR;
-      const int64_t cols = std::min(col0 + kPanelsPerPackChunk * kNR, nc) - col0;
-      plan.kernels->packPanels(plan.b, jc + col0, cols, pc, kc, kNR, plan.packedB + col0 * kc);
+      const int64_t col0 = chunk * kPanelsPerPackChunk * k.nr;
+      const int64_t cols = std::min(col0 + kPanelsPerPackChunk * k.nr, nc) - col0;
+      k.packPanels(plan.b, jc + col0, cols, pc, kc, k.nr, plan.packedB + k.panelBytes(col0, k.nr, kc));
       packedChunks.fetch_add(1, std::memory_order_release);
     }
     waitUntilAtLeast(packedChunks, packChunks);
@@ -660,17 +829,16 @@ void runBlock(const GemmPlan& plan, int64_t jc, int64_t nc, int64_t pc, const Wo
     for (int64_t item; (item = nextItem.fetch_add(1)) < work.items();) {
       const int64_t rowItem = item / work.colItems, colItem = item % work.colItems;
       TileJob job = base;
-      splitRange(plan.M, kMR, work.rowItems, rowItem, job.rowBegin, job.rowEnd);
-      splitRange(nc, kNR, work.colItems, colItem, job.colBegin, job.colEnd);
+      splitRange(plan.M, k.mr, work.rowItems, rowItem, job.rowBegin, job.rowEnd);
+      splitRange(nc, k.nr, work.colItems, colItem, job.colBegin, job.colEnd);
       job.colBegin += jc;
       job.colEnd += jc;
       if (rowItem != packedRowItem) {
-        plan.kernels->packPanels(plan.a, job.rowBegin, job.rowEnd - job.rowBegin, pc, kc, kMR,
-                                 packedA);
+        k.packPanels(plan.a, job.rowBegin, job.rowEnd - job.rowBegin, pc, kc, k.mr, packedA);
         packedRowItem = rowItem;
       }
       job.packedA = packedA;
-      plan.kernels->macroKernel(job);
+      k.macroKernel(job);
     }
   };
   if (plan.threads > 1) parallelFor(plan.threads, doShare);
@@ -707,25 +875,30 @@ void runGemm(const Kernels& kernels, const GemmArgs& g, const GemmItem& item, in
   const bool cOverlapsOut =
       g.beta != 0.0f && bytesOverlap(item.C, extent * dtype_size(g.cType), item.out, extent * dtype_size(g.outType));
 
-  plan.kc = balancedBlock(g.K, kKC, 1);
+  const Blocking blocks = blockingFor(kernels);
+  plan.kc = balancedBlock(g.K, blocks.kc, kernels.kPerStep);  // K-pairs never straddle blocks
+  plan.mc = blocks.mc;
   plan.multiK = plan.kc < g.K;
   // Partial sums of the earlier K blocks go straight into out when it is FP32, unless that
   // would overwrite C (same array) before the epilogue reads it.
   plan.partialInOut = plan.multiK && g.outType == DType::F32 && !cOverlapsOut;
   const bool partialInWorkspace = plan.multiK && !plan.partialInOut;
-  int64_t ncMax = kNC;
+  const int64_t nr = kernels.nr;
+  int64_t ncMax = blocks.nc;
   if (partialInWorkspace) {
-    const int64_t budgetCols = (int64_t)(kMaxWorkspaceBytes / sizeof(float)) / g.M / kNR * kNR;
-    ncMax = std::max<int64_t>(kNR, std::min(ncMax, budgetCols));
+    const int64_t budgetCols = (int64_t)(kMaxWorkspaceBytes / sizeof(float)) / g.M / nr * nr;
+    ncMax = std::max<int64_t>(nr, std::min(ncMax, budgetCols));
   }
-  plan.ncBlock = balancedBlock(g.N, ncMax, kNR);
-  plan.workspace = partialInWorkspace ? tlsPartialSums.reserve((size_t)(g.M * plan.ncBlock)) : nullptr;
-  plan.packedB = tlsPackedB.reserve((size_t)(roundUp(plan.ncBlock, kNR) * plan.kc));
+  plan.ncBlock = balancedBlock(g.N, ncMax, nr);
+  plan.workspace = partialInWorkspace
+                       ? static_cast<float*>(tlsPartialSums.reserve((size_t)(g.M * plan.ncBlock) * sizeof(float)))
+                       : nullptr;
+  plan.packedB = static_cast<char*>(tlsPackedB.reserve(kernels.panelBytes(plan.ncBlock, nr, plan.kc)));
   plan.threads = threads;
 
   for (int64_t jc = 0; jc < g.N; jc += plan.ncBlock) {
     const int64_t nc = std::min(plan.ncBlock, g.N - jc);
-    const WorkPlan work = planBlock(g.M, nc, plan.threads);
+    const WorkPlan work = planBlock(kernels, plan.mc, g.M, nc, plan.threads);
     for (int64_t pc = 0; pc < g.K; pc += plan.kc) runBlock(plan, jc, nc, pc, work);
   }
   tlsPartialSums.releaseIfLargerThan(kKeepWorkspaceBytes);
@@ -745,7 +918,7 @@ GemmItem batchItem(const GemmArgs& g, int64_t b) {
 }
 
 void runBatched(const Kernels& kernels, const GemmArgs& g) {
-  const int itemThreads = chooseThreadCount(g);
+  const int itemThreads = chooseThreadCount(kernels, g);
   const int64_t across = std::min<int64_t>(g.batch, numThreads());
   if (g.batch == 1 || across <= itemThreads) {
     for (int64_t b = 0; b < g.batch; ++b) runGemm(kernels, g, batchItem(g, b), itemThreads);
@@ -761,18 +934,19 @@ void runBatched(const Kernels& kernels, const GemmArgs& g) {
 
 }  // namespace
 
-std::string cpuFeatures() { return activeKernels().name; }
-
-void setCpuGemmIsa(const std::string& isa) {
-  if (isa == "auto") gForceScalar.store(false);
-  else if (isa == "scalar") gForceScalar.store(true);
-  else fail("E_ARG", "setCpuGemmIsa: unknown ISA '" + isa + "' (expected 'auto' or 'scalar')");
+std::string cpuFeatures() {
+  const Isa isa = activeIsa();
+  std::string s = std::string(isaName(isa)) + ": fp32 " + fp32KernelsOf(isa).name;
+#if MP_X86
+  if (isa == Isa::Avx512Bf16) s += std::string(", bf16 x bf16 ") + kAvx512Bf16Kernels.name;
+#endif
+  return s;
 }
 
 namespace cpu {
 void gemm(const GemmArgs& args) {
   try {
-    runBatched(activeKernels(), args);
+    runBatched(kernelsFor(args), args);
   } catch (const std::bad_alloc&) {
     fail("E_OOM", "CPU GEMM: out of memory");
   }

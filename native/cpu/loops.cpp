@@ -1,33 +1,29 @@
 // The out-of-line pieces of loops.h: FP32 widening / narrowing and the 8-lane sums. Compiled for
-// baseline x86-64; the F16C conversions carry target attributes and are chosen at run time, the
-// plain loops are cloned for AVX2 (target_clones) and chosen at load time. No FMA contraction
-// (CMakeLists.txt), so every vector result has the bits of the scalar definition.
+// baseline x86-64; the F16C conversions carry target attributes and run from the avx2 level up,
+// the plain loops run through onActiveIsa (isa.h). No FMA contraction (CMakeLists.txt), so every
+// vector result has the bits of the scalar definition.
 #include "loops.h"
 
 #include <string.h>
 
-#if defined(__x86_64__) || defined(_M_X64)
+#if MP_X86
 #include <immintrin.h>
-#define MP_X86 1
 #endif
 
 namespace mp {
 namespace cpu {
 namespace {
 
-#ifdef MP_X86
-bool hasF16C() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-  return ok;
-}
+#if MP_X86
+bool hasF16C() { return activeIsa() >= Isa::Avx2; }
 // F16C widening is exact, and its RNE narrowing gives f32_to_f16_bits' bits, NaNs included.
-__attribute__((target("avx2,f16c"))) void f16ToF32Avx(const uint16_t* src, float* dst, size_t n) {
+MP_TARGET_AVX2 void f16ToF32Avx(const uint16_t* src, float* dst, size_t n) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8)
     _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
   for (; i < n; ++i) dst[i] = f16_bits_to_f32(src[i]);
 }
-__attribute__((target("avx2,f16c"))) void f32ToF16Avx(const float* src, uint16_t* dst, size_t n) {
+MP_TARGET_AVX2 void f32ToF16Avx(const float* src, uint16_t* dst, size_t n) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8)
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
@@ -37,20 +33,26 @@ __attribute__((target("avx2,f16c"))) void f32ToF16Avx(const float* src, uint16_t
 #endif
 
 // Plain loops over the shared definitions; the compiler vectorises them (integer ops only).
-MP_CLONES void bf16ToF32(const uint16_t* src, float* dst, size_t n) {
+MP_ISA_BODY inline void bf16ToF32Loop(const uint16_t* src, float* dst, size_t n) {
   for (size_t i = 0; i < n; ++i) dst[i] = bf16_bits_to_f32(src[i]);
 }
-MP_CLONES void f32ToBf16(const float* src, uint16_t* dst, size_t n) {
+void bf16ToF32(const uint16_t* src, float* dst, size_t n) {
+  return onActiveIsa([&]() MP_ISA_BODY { return bf16ToF32Loop(src, dst, n); });
+}
+MP_ISA_BODY inline void f32ToBf16Loop(const float* src, uint16_t* dst, size_t n) {
   for (size_t i = 0; i < n; ++i) dst[i] = f32_to_bf16_bits(src[i]);
 }
+void f32ToBf16(const float* src, uint16_t* dst, size_t n) {
+  return onActiveIsa([&]() MP_ISA_BODY { return f32ToBf16Loop(src, dst, n); });
+}
 void f16ToF32(const uint16_t* src, float* dst, size_t n) {
-#ifdef MP_X86
+#if MP_X86
   if (hasF16C()) return f16ToF32Avx(src, dst, n);
 #endif
   for (size_t i = 0; i < n; ++i) dst[i] = f16_bits_to_f32(src[i]);
 }
 void f32ToF16(const float* src, uint16_t* dst, size_t n) {
-#ifdef MP_X86
+#if MP_X86
   if (hasF16C()) return f32ToF16Avx(src, dst, n);
 #endif
   for (size_t i = 0; i < n; ++i) dst[i] = f32_to_f16_bits(src[i]);
@@ -63,7 +65,7 @@ float total8(const F8& a) { return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[
 }  // namespace
 
 bool cpuHasF16C() {
-#ifdef MP_X86
+#if MP_X86
   return hasF16C();
 #else
   return false;
@@ -115,7 +117,7 @@ void convert(const void* src, DType st, void* dst, DType dt, size_t i0, size_t n
   }
 }
 
-MP_CLONES void laneAdd(Lanes& lanes, const float* x, size_t n) {
+MP_ISA_BODY inline void laneAddLoop(Lanes& lanes, const float* x, size_t n) {
   F8 acc;
   memcpy(&acc, lanes.a, sizeof acc);
   size_t j = 0;
@@ -127,6 +129,9 @@ MP_CLONES void laneAdd(Lanes& lanes, const float* x, size_t n) {
   for (int k = 0; j + k < n; ++k) acc[k] += x[j + k];
   memcpy(lanes.a, &acc, sizeof acc);
 }
+void laneAdd(Lanes& lanes, const float* x, size_t n) {
+  return onActiveIsa([&]() MP_ISA_BODY { return laneAddLoop(lanes, x, n); });
+}
 
 // laneAdd into zero lanes: the same additions in the same order, so the same bits.
 float laneSum(const float* x, size_t n) {
@@ -135,7 +140,7 @@ float laneSum(const float* x, size_t n) {
   return lanes.total();
 }
 
-MP_CLONES float laneDot(const float* x, const float* y, size_t n) {
+MP_ISA_BODY inline float laneDotLoop(const float* x, const float* y, size_t n) {
   F8 acc = {0, 0, 0, 0, 0, 0, 0, 0};
   size_t j = 0;
   for (; j + 8 <= n; j += 8) {
@@ -146,6 +151,9 @@ MP_CLONES float laneDot(const float* x, const float* y, size_t n) {
   }
   for (int k = 0; j + k < n; ++k) acc[k] += x[j + k] * y[j + k];
   return total8(acc);
+}
+float laneDot(const float* x, const float* y, size_t n) {
+  return onActiveIsa([&]() MP_ISA_BODY { return laneDotLoop(x, y, n); });
 }
 
 }  // namespace cpu

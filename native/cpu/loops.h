@@ -5,9 +5,11 @@
 //   determinism contract; every reduction here keeps it).
 // - 8-lane FP32 sums: lane k takes the elements j with j % 8 == k, the lanes are then added
 //   pairwise. A fixed order that the compiler keeps in one vector register.
-// - Chunked widening to FP32 / narrowing from FP32 (F16C where the CPU has it, chosen at run
-//   time; bit-identical to native/shared/half.h), so the FP32 math in between runs on plain float
-//   arrays that vectorise. The per-element math itself always comes from native/shared/.
+// - Chunked widening to FP32 / narrowing from FP32 (F16C from the avx2 level up, isa.h;
+//   bit-identical to native/shared/half.h), so the FP32 math in between runs on plain float
+//   arrays that vectorise: each loop is an MP_ISA_BODY function run through onActiveIsa (isa.h),
+//   so it is compiled once per level and runs the active one. No FMA contraction on any level
+//   (-ffp-contract=off): the bits are the scalar ones everywhere. The per-element math itself always comes from native/shared/.
 // - Walking the rows of a coalesced strided index space (native/core/strided.h).
 #pragma once
 #include <stddef.h>
@@ -17,15 +19,8 @@
 
 #include "../core/strided.h"
 #include "../shared/dtype.h"
+#include "isa.h"
 #include "parallel.h"
-
-// Compiled twice (AVX2 and baseline) and chosen at load time, so plain FP32 loops vectorise 8-wide
-// where the CPU allows. No FMA in either clone (-ffp-contract=off): the bits stay the scalar ones.
-#if defined(__x86_64__) || defined(_M_X64)
-#define MP_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define MP_CLONES
-#endif
 
 namespace mp {
 namespace cpu {
@@ -81,7 +76,7 @@ void laneAdd(Lanes& lanes, const float* x, size_t n);
 // Lanes over x[j] * y[j].
 float laneDot(const float* x, const float* y, size_t n);
 
-// The CPU has AVX2 and F16C (run-time check; the F16C paths of the loops use it).
+// The active level has F16C (the avx2 level and up); the F16C paths of the loops use it.
 bool cpuHasF16C();
 
 // dst[0..n) = elements [i0, i0 + n) of src as FP32 (exact).

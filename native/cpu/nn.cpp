@@ -49,8 +49,11 @@ void reduceBlocks(const std::vector<float>& part, int64_t blocks, int64_t N, voi
   });
 }
 
-MP_CLONES void rowSqDev(const float* x, float mean, float* d, int64_t n) {
+MP_ISA_BODY inline void rowSqDevLoop(const float* x, float mean, float* d, int64_t n) {
   for (int64_t j = 0; j < n; ++j) { const float v = x[j] - mean; d[j] = v * v; }
+}
+void rowSqDev(const float* x, float mean, float* d, int64_t n) {
+  return onActiveIsa([&]() MP_ISA_BODY { return rowSqDevLoop(x, mean, d, n); });
 }
 
 }  // namespace

@@ -26,8 +26,11 @@ float rowMax(const float* z, int64_t n) {
   return mx;
 }
 
-MP_CLONES void expShifted(const float* z, float mx, float* e, int64_t n) {
+MP_ISA_BODY inline void expShiftedLoop(const float* z, float mx, float* e, int64_t n) {
   for (int64_t j = 0; j < n; ++j) e[j] = softmax_exp(z[j], mx);
+}
+void expShifted(const float* z, float mx, float* e, int64_t n) {
+  return onActiveIsa([&]() MP_ISA_BODY { return expShiftedLoop(z, mx, e, n); });
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../cpu/cpu_backend.h"
+#include "../cpu/isa.h"
 #include "common.h"
 
 namespace {
@@ -191,13 +192,36 @@ Napi::Value ToF32(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value SetCpuGemmIsa(const Napi::CallbackInfo& info) {
+// setCpuIsa('auto' | level): the level every CPU kernel uses from now on (native/cpu/isa.h).
+Napi::Value SetCpuIsa(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
-    if (!info[0].IsString()) mp::fail("E_ARG", "isa must be a string");
-    std::string isa = info[0].As<Napi::String>().Utf8Value();
-    if (isa != "auto" && isa != "scalar") mp::fail("E_ARG", "isa must be 'auto' or 'scalar'");
-    mp::setCpuGemmIsa(isa);
-    return Napi::String::New(info.Env(), mp::cpuFeatures());
+    if (!info[0].IsString()) mp::fail("E_ARG", "setCpuIsa: the ISA must be a string");
+    mp::cpu::setIsa(info[0].As<Napi::String>().Utf8Value());
+    return Napi::String::New(info.Env(), mp::cpu::isaName(mp::cpu::activeIsa()));
+  });
+}
+
+Napi::Value CpuIsa(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    auto strings = [&](const std::vector<std::string>& v) {
+      Napi::Array a = Napi::Array::New(env, v.size());
+      for (size_t i = 0; i < v.size(); ++i) a.Set(i, v[i]);
+      return a;
+    };
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("active", mp::cpu::isaName(mp::cpu::activeIsa()));
+    o.Set("best", mp::cpu::isaName(mp::cpu::bestIsa()));
+    o.Set("available", strings(mp::cpu::availableIsas()));
+    o.Set("cpuFeatures", strings(mp::cpu::cpuFeatureNames()));
+    o.Set("gemm", mp::cpuFeatures());
+    const mp::cpu::CacheSizes& c = mp::cpu::cacheSizes();
+    Napi::Object caches = Napi::Object::New(env);
+    caches.Set("l1d", (double)c.l1d);
+    caches.Set("l2", (double)c.l2);
+    caches.Set("l3", (double)c.l3);
+    o.Set("cacheBytes", caches);
+    return o;
   });
 }
 
@@ -215,7 +239,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("f16ToF32", Napi::Function::New(env, ToF32<mp::f16_bits_to_f32>));
   exports.Set("bf16FromF32", Napi::Function::New(env, FromF32<mp::f32_to_bf16_bits>));
   exports.Set("bf16ToF32", Napi::Function::New(env, ToF32<mp::bf16_bits_to_f32>));
-  exports.Set("setCpuGemmIsa", Napi::Function::New(env, SetCpuGemmIsa));
+  exports.Set("setCpuIsa", Napi::Function::New(env, SetCpuIsa));
+  exports.Set("cpuIsa", Napi::Function::New(env, CpuIsa));
   registerOps(env, exports);
   registerTesting(env, exports);
   registerDist(env, exports);

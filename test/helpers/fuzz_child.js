@@ -1347,11 +1347,11 @@ async function rawMemory() {
       break;
     }
     default: {
-      const fn = pick(['backends', 'memoryStats', 'setCpuGemmIsa', 'ampStateBytes']);
+      const fn = pick(['backends', 'memoryStats', 'setCpuIsa', 'cpuIsa', 'ampStateBytes']);
       if (fn === 'ampStateBytes') { count(`${pre}.ampStateBytes`, B.ampStateBytes === 68 ? 'ok' : 'E_BAD'); calls += 1; break; }
-      const arg = pick(['auto', 'scalar', 'avx512', null, 3]);
+      const arg = pick(['auto', 'scalar', 'avx2', 'avx512', 'avx512bf16', 'avx9', null, 3]);
       await call(`${pre}.${fn}`, kind, { arg }, () => B[fn](arg));
-      if (fn === 'setCpuGemmIsa') raw.setCpuGemmIsa(chance(0.5) ? 'auto' : 'scalar');
+      if (fn === 'setCpuIsa') raw.setCpuIsa(pick(raw.cpuIsa().available.concat(['auto'])));
     }
   }
   releaseAll();
@@ -1393,7 +1393,7 @@ async function main() {
     }
   }
   for (const t of pool.splice(0)) t.dispose();
-  raw.setCpuGemmIsa('auto');
+  raw.setCpuIsa('auto');
   if (global.gc) global.gc();
   const mem1 = raw.memoryStats().cpu;
   const summary = {

@@ -26,13 +26,29 @@ export const BACKENDS: NativeBackendInfo[] = native().backends();
 export const cudaInfo = BACKENDS.find((b) => b.name === 'cuda');
 export const cudaAvailable = !!cudaInfo?.available;
 
-/** Runs a suite once per backend; an unavailable backend registers one skipped test naming why. */
-export function describeEachBackend(title: string, body: (device: Device) => void): void {
+/** The CPU kernel levels this CPU has below its best (native/cpu/isa.h), e.g. ['avx2', 'scalar']. */
+export const LOWER_CPU_ISAS: string[] = native().cpuIsa().available.slice(1);
+
+/**
+ * Runs a suite once per backend; an unavailable backend registers one skipped test naming why.
+ * everyCpuIsa: the CPU once more on each lower level (the [cpu] suite runs the best one), the
+ * level set for the suite's tests only; body gets the level's name there (to leave out what only
+ * needs to run once, such as the largest sizes).
+ */
+export function describeEachBackend(title: string, body: (device: Device, lowerCpuIsa?: string) => void, opts: { everyCpuIsa?: boolean } = {}): void {
   for (const b of BACKENDS) {
     describe(`${title} [${b.name}]`, () => {
       if (b.available) body(b.name);
       else test.skip(`${b.name}: skipped: ${b.reason ?? 'unavailable'}`, () => undefined);
     });
+    if (b.name !== 'cpu' || !opts.everyCpuIsa) continue;
+    for (const isa of LOWER_CPU_ISAS) {
+      describe(`${title} [cpu, ${isa} kernels]`, () => {
+        beforeAll(() => native().setCpuIsa(isa as 'auto'));
+        afterAll(() => native().setCpuIsa('auto'));
+        body('cpu', isa);
+      });
+    }
   }
 }
 
