@@ -10,6 +10,7 @@ import { benchAmp } from './bench/amp';
 import { cpuIsa } from './cpu';
 import { benchGemm } from './bench/gemm';
 import { benchTrain } from './bench/train';
+import { describeReference } from './bench/reference';
 import { benchTape } from './bench/tape';
 import { benchGpt } from './bench/gpt';
 import { benchDist } from './bench/dist';
@@ -81,25 +82,35 @@ program
   .option('--params <n>', 'amp: parameters in the store (default 2^24 on the CPU, 2^28 on CUDA)', (v) => intList(v)[0])
   .option('--sizes <list>', 'GEMM sizes (n for n x n x n)', intList, [256, 512, 1024, 2048])
   .option('--device <device>', "only this backend: 'cpu' or 'cuda'")
-  .option('--no-reference', 'skip the reference BLAS (numpy / PyTorch) measurement')
+  .option('--isa <list>', "gemm, train: run our CPU rows at each of these kernel levels, e.g. auto,avx2 (auto, avx512bf16, avx512, avx2, scalar; default: the active one)", (v) => v.split(',').map((s) => s.trim()).filter(Boolean))
+  .option('--no-reference', 'skip the reference measurements (numpy / PyTorch GEMMs, PyTorch training steps)')
   .option('--json <file>', 'also write the results as JSON to FILE, and a bar chart (SVG) of the fp32 / fp16 / bf16 figures beside it (FILE with .json replaced by .svg)')
   .option('--chart <file>', 'write the bar chart (SVG) here instead (works without --json too)')
-  .action(async (sections: string[], o: { sizes: number[]; device?: string; reference: boolean; json?: string; chart?: string; params?: number; widths: number[]; batch: number; distSizes: number[] }) => {
+  .action(async (sections: string[], o: { sizes: number[]; device?: string; isa?: string[]; reference: boolean; json?: string; chart?: string; params?: number; widths: number[]; batch: number; distSizes: number[] }) => {
     for (const s of sections) if (!['gemm', 'amp', 'train', 'gpt', 'tape', 'dist'].includes(s)) throw new InvalidArgumentError(`unknown bench section '${s}' (available: gemm, amp, train, gpt, tape, dist)`);
     if (o.device && o.device !== 'cpu' && o.device !== 'cuda') throw new InvalidArgumentError("--device must be 'cpu' or 'cuda'");
     const devices = o.device ? [o.device as 'cpu' | 'cuda'] : undefined;
     if (o.device === 'cuda') resolveDevice('cuda'); // E_NO_CUDA (exit 1) rather than empty tables
     const result: Record<string, unknown> = { machine: machine() };
     if (sections.includes('gemm')) {
-      const { rows, references } = await benchGemm(o.sizes, devices, o.reference);
-      result.gemm = { rows, references };
-      console.log('GEMM (n x n x n), GFLOP/s; ratios measured side by side in this run');
-      console.log(['device', 'n', 'dtype', 'GFLOP/s', 'x fp32', 'reference', 'x ref'].map((h) => h.padStart(9)).join(' '));
-      for (const r of rows)
-        console.log([r.device, String(r.size), r.dtype, fmt(r.gflops), fmt(r.ratioToFp32, 2), fmt(r.referenceGflops), fmt(r.ratioToReference, 2)].map((c) => c.padStart(9)).join(' '));
+      const { rows, references, cpu } = await benchGemm(o.sizes, devices, o.reference, { isa: o.isa });
+      result.gemm = { rows, references, cpu };
+      // One GFLOP/s + ratio column pair per reference library found (numpy, torch).
+      const refNames = [...new Set(rows.flatMap((r) => (r.references ?? []).map((x) => x.name)))];
+      const withIsa = rows.some((r) => r.isa);
+      console.log('GEMM (n x n x n), GFLOP/s; x fp32 = ratio to our fp32, x <ref> = ours / the reference, all measured side by side in this run');
+      console.log(['device', ...(withIsa ? ['isa'] : []), 'n', 'dtype', 'GFLOP/s', 'x fp32', ...refNames.flatMap((n) => [n, `x ${n}`])].map((h) => h.padStart(10)).join(' '));
+      for (const r of rows) {
+        const refCols = refNames.flatMap((n) => {
+          const x = r.references?.find((y) => y.name === n);
+          return [fmt(x?.gflops), fmt(x?.ratio, 2)];
+        });
+        console.log([r.device, ...(withIsa ? [r.isa ?? '-'] : []), String(r.size), r.dtype, fmt(r.gflops), fmt(r.ratioToFp32, 2), ...refCols].map((c) => c.padStart(10)).join(' '));
+      }
+      if (cpu) console.log(`ours on cpu: ${cpu.model ?? 'unknown CPU'}, ${cpu.threads} thread${cpu.threads === 1 ? '' : 's'} (MIXPREC_NUM_THREADS, else all cores); ${cpu.levels.map((l) => l.gemm).join('; ')}`);
       for (const [dev, ref] of Object.entries(references)) {
-        const r = ref as { library?: string; error?: string };
-        console.log(`reference on ${dev}: ${r.library ?? `none (${r.error})`}`);
+        for (const lib of ref.references) console.log(`reference on ${dev}: ${describeReference(lib)}`);
+        if (dev === 'cpu' && ref.unset) console.log(`  (reference commands run with ${ref.unset.join(' / ')} unset and ${ref.threads} thread${ref.threads === 1 ? '' : 's'}: OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, torch.set_num_threads)`);
       }
     }
     if (sections.includes('amp')) {
@@ -111,14 +122,22 @@ program
         console.log([r.device, String(r.params), fmt(r.ms, 2), fmt(r.gbPerS), fmt(r.ratioToCopy, 2), fmt(r.speedupVsUnfused, 2)].map((c) => c.padStart(9)).join(' ') + `  ${r.kernel}`);
     }
     if (sections.includes('train')) {
-      const { rows, reference } = await benchTrain({ widths: o.widths, batch: o.batch, devices, reference: o.reference });
+      const { rows, reference } = await benchTrain({ widths: o.widths, batch: o.batch, devices, reference: o.reference, isa: o.isa });
       result.train = { rows, reference };
-      console.log(`\nTraining step, MLP ${o.widths.join('-')}, batch ${o.batch}, AdamW (x fp32 = samples/s ratio to our fp32 step, same run)`);
-      console.log(['device', 'precision', 'ms/step', 'samples/s', 'x fp32', 'MiB', 'B/param'].map((h) => h.padStart(10)).join(' '));
+      const withIsa = rows.some((r) => r.isa);
+      console.log(`\nTraining step, MLP ${o.widths.join('-')}, batch ${o.batch}, AdamW (x fp32 = samples/s ratio to our fp32 step; x torch = ours / PyTorch's mode of the same precision: fp32 / torch-fp32, bf16 / torch-autocast-bf16 on the CPU, fp16 / torch-amp on CUDA; same run)`);
+      const precCol = withIsa ? 2 : 1; // wide enough for 'torch-autocast-bf16'
+      const line = (cells: string[]) => console.log(cells.map((c, i) => c.padStart(i === precCol ? 20 : 10)).join(' '));
+      line(['device', ...(withIsa ? ['isa'] : []), 'precision', 'ms/step', 'samples/s', 'x fp32', 'x torch', 'MiB', 'B/param']);
       for (const r of rows)
-        console.log([r.device, r.precision, fmt(r.msPerStep, 2), fmt(r.samplesPerSecond, 0), fmt(r.ratioToOurFp32, 2), fmt(r.trainingBytes === undefined ? undefined : r.trainingBytes / 2 ** 20, 1), fmt(r.bytesPerParameter, 0)].map((c) => c.padStart(10)).join(' '));
-      for (const [dev, ref] of Object.entries((reference ?? {}) as Record<string, { library?: string; error?: string }>))
-        console.log(`reference on ${dev}: ${ref.library ?? `none (${ref.error})`}`);
+        line([r.device, ...(withIsa ? [r.isa ?? '-'] : []), r.precision, fmt(r.msPerStep, 2), fmt(r.samplesPerSecond, 0), fmt(r.ratioToOurFp32, 2), fmt(r.ratioToTorch, 2), fmt(r.trainingBytes === undefined ? undefined : r.trainingBytes / 2 ** 20, 1), fmt(r.bytesPerParameter, 0)]);
+      for (const [dev, ref] of Object.entries(reference ?? {})) {
+        if (ref.error) { console.log(`reference on ${dev}: none (${ref.error})`); continue; }
+        const bt = [...new Set((ref.results ?? []).map((m) => m.blasThreads).filter((t) => t !== undefined))];
+        const wait = ref.env?.OMP_WAIT_POLICY ? `, OMP_WAIT_POLICY=${ref.env.OMP_WAIT_POLICY}` : '';
+        console.log(`reference on ${dev}: ${ref.library ?? 'torch'} (bench/torch_train_ref.py), ${ref.interpreter ?? '?'}${ref.python ? ` (Python ${ref.python})` : ''}, ${ref.threads ?? '?'} threads${wait}${bt.length ? `, OpenBLAS threads ${bt.join('/')} (the faster of ${ref.threads} and 1, per mode)` : ''}; BLAS: ${ref.blas?.summary ?? 'unknown'}`);
+        if (dev === 'cpu') console.log(`  (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset for the reference command)`);
+      }
     }
     if (sections.includes('gpt')) {
       const g = await benchGpt({ devices, reference: o.reference });

@@ -547,39 +547,22 @@ MP_TARGET_AVX2 void microKernelAvx2(int64_t kc, const float* __restrict a,
   }
 }
 
-struct Avx2Isa {
-  static constexpr int MR = kMR, NR = kNR, kPerStep = 1;
-  using Elem = float;
-  static void micro(int64_t steps, const float* a, const float* b, float* c, int64_t ldc, bool acc) {
-    microKernelAvx2(steps, a, b, c, ldc, acc);
+// A vector level: its tile, packed element and micro-kernel, with the AVX2 epilogue.
+template <int TileM, int TileN, int PerStep, class E,
+          void (*Micro)(int64_t, const E*, const E*, float*, int64_t, bool)>
+struct VectorIsa {
+  static constexpr int MR = TileM, NR = TileN, kPerStep = PerStep;
+  using Elem = E;
+  static void micro(int64_t steps, const E* a, const E* b, float* c, int64_t ldc, bool acc) {
+    Micro(steps, a, b, c, ldc, acc);
   }
   static void epilogueRow(const Epilogue& e, const float* sums, int64_t m, int64_t n, int count) {
     epilogueRowAvx2(e, sums, m, n, count);
   }
 };
-
-struct Avx512Isa {
-  static constexpr int MR = kAvx512MR, NR = kAvx512NR, kPerStep = 1;
-  using Elem = float;
-  static void micro(int64_t steps, const float* a, const float* b, float* c, int64_t ldc, bool acc) {
-    microKernelAvx512(steps, a, b, c, ldc, acc);
-  }
-  static void epilogueRow(const Epilogue& e, const float* sums, int64_t m, int64_t n, int count) {
-    epilogueRowAvx2(e, sums, m, n, count);
-  }
-};
-
-struct Avx512Bf16Isa {
-  static constexpr int MR = kAvx512MR, NR = kAvx512NR, kPerStep = 2;
-  using Elem = uint16_t;
-  static void micro(int64_t steps, const uint16_t* a, const uint16_t* b, float* c, int64_t ldc,
-                    bool acc) {
-    microKernelAvx512Bf16(steps, a, b, c, ldc, acc);
-  }
-  static void epilogueRow(const Epilogue& e, const float* sums, int64_t m, int64_t n, int count) {
-    epilogueRowAvx2(e, sums, m, n, count);
-  }
-};
+using Avx2Isa = VectorIsa<kMR, kNR, 1, float, microKernelAvx2>;
+using Avx512Isa = VectorIsa<kAvx512MR, kAvx512NR, 1, float, microKernelAvx512>;
+using Avx512Bf16Isa = VectorIsa<kAvx512MR, kAvx512NR, 2, uint16_t, microKernelAvx512Bf16>;
 
 #endif  // MP_X86
 

@@ -60,6 +60,7 @@ MP_TARGET_AVX512 void microKernelAvx512(int64_t kc, const float* __restrict a,
   storeTile(acc, c, ldc, accumulate);
 }
 
+#if MP_HAVE_AVX512BF16
 MP_TARGET_AVX512BF16 void microKernelAvx512Bf16(int64_t pairs, const uint16_t* __restrict a,
                                                 const uint16_t* __restrict b, float* c,
                                                 int64_t ldc, bool accumulate) {
@@ -86,6 +87,9 @@ MP_TARGET_AVX512BF16 void microKernelAvx512Bf16(int64_t pairs, const uint16_t* _
   }
   storeTile(acc, c, ldc, accumulate);
 }
+#else
+void microKernelAvx512Bf16(int64_t, const uint16_t*, const uint16_t*, float*, int64_t, bool) {}  // never chosen
+#endif
 
 }  // namespace cpu
 }  // namespace mp

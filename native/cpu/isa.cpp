@@ -72,7 +72,7 @@ Isa computeBest() {
   const Features& f = features();
   if (!(f.avx2 && f.fma && f.f16c && f.ymmState)) return Isa::Scalar;
   if (!(f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.zmmState)) return Isa::Avx2;
-  return f.avx512bf16 ? Isa::Avx512Bf16 : Isa::Avx512;
+  return f.avx512bf16 && MP_HAVE_AVX512BF16 ? Isa::Avx512Bf16 : Isa::Avx512;
 }
 
 std::atomic<int> gActive{-1};  // -1: not chosen yet (the best)

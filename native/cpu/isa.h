@@ -31,8 +31,15 @@
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
 #endif
 #define MP_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+// vdpbf16ps needs GCC 10 / clang 9; with an older compiler the best level is avx512.
+#if defined(__clang__) ? (__clang_major__ >= 9) : (__GNUC__ >= 10)
+#define MP_HAVE_AVX512BF16 1
+#else
+#define MP_HAVE_AVX512BF16 0
+#endif
 #else
 #define MP_X86 0
+#define MP_HAVE_AVX512BF16 0
 #endif
 
 namespace mp {

@@ -15,6 +15,7 @@ import { native } from '../native';
 import { crossEntropy } from '../ops';
 import { tensor } from '../tensor';
 import { Trainer } from '../train/trainer';
+import { findPython, referenceEnv as sharedReferenceEnv } from './reference';
 
 export interface GptRow {
   device: Device; precision: Precision | 'torch-fp32' | 'torch-bf16';
@@ -26,26 +27,19 @@ export interface GptRow {
 export const GPT_BENCH_CONFIG: GPTConfig = { vocabSize: 98, blockSize: 64, nLayer: 4, nHead: 4, nEmbd: 128, dropout: 0 };
 export const GPT_BENCH_BATCH = 12;
 
-/** A Python that imports torch: Debian's /usr/bin/python3 first (where python3-torch installs), then python3. */
+/** A Python that imports torch (findPython: python3, then Debian's /usr/bin/python3, where python3-torch installs). */
 export function torchPython(): string | null {
-  for (const py of ['/usr/bin/python3', 'python3']) {
-    const r = spawnSync(py, ['-c', 'import torch'], { encoding: 'utf8', timeout: 60_000 });
-    if (r.status === 0) return py;
-  }
-  return null;
+  return findPython(['torch']);
 }
 
 /**
- * The environment for PyTorch's command, at its best: OpenBLAS left to pick its own kernel and
- * cache sizes (these machines set OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, which halve it), and one
- * OpenBLAS thread, since torch runs its own threads around each GEMM (measured here: 7.9k tokens/s
- * with one OpenBLAS thread, 3.4k with two, oversubscribed).
+ * The environment for PyTorch's command, at its best: the shared referenceEnv (OpenBLAS left to
+ * pick its own kernel and cache sizes: these machines set OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE,
+ * which halve it), and one OpenBLAS thread, since torch runs its own threads around each GEMM
+ * (measured here: 7.9k tokens/s with one OpenBLAS thread, 3.4k with two, oversubscribed).
  */
 export function referenceEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, OPENBLAS_NUM_THREADS: '1' };
-  delete env.OPENBLAS_CORETYPE;
-  delete env.OPENBLAS_L2_SIZE;
-  return env;
+  return sharedReferenceEnv({ OPENBLAS_NUM_THREADS: '1' });
 }
 
 export async function benchGpt(opts: { devices?: Device[]; reference?: boolean; steps?: number } = {}): Promise<{ rows: GptRow[]; config: GPTConfig; batch: number; reference?: unknown }> {

@@ -7,7 +7,12 @@ const path = require('node:path');
 const mp = require(path.join(__dirname, '..', '..', 'dist'));
 
 const cfg = JSON.parse(process.argv[2]);
-const out = (rank, obj) => fs.writeFileSync(path.join(cfg.dir, `rank${rank}.json`), JSON.stringify(obj));
+// Written whole or not at all (temp file + rename): launch may SIGTERM a rank while it writes.
+const out = (rank, obj) => {
+  const f = path.join(cfg.dir, `rank${rank}.json`);
+  fs.writeFileSync(`${f}.tmp`, JSON.stringify(obj));
+  fs.renameSync(`${f}.tmp`, f);
+};
 
 // A fixed synthetic classification task (the same rows on every rank): features from a seeded
 // stream, labels from a random linear teacher.
