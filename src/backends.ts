@@ -13,7 +13,7 @@ export interface BackendInfo {
   available: boolean;
   /** Why not, when unavailable. */
   reason?: string;
-  /** CPU: the GEMM path chosen at run time ("avx2+fma+f16c" or "scalar"). */
+  /** CPU: the kernel level and its GEMM kernels, e.g. "avx2: fp32 avx2+fma 6x16" (mixprec.cpuIsa() has the details). */
   features?: string;
   /** CUDA: GPUs found ('cuda:0' .. 'cuda:N-1'). */
   deviceCount?: number;

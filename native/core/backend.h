@@ -29,7 +29,7 @@ struct BackendInfo {
   bool hasDevice = false;
   DeviceInfo device;       // CUDA only: GPU 0
   int deviceCount = 0;     // CUDA only: GPUs found ("cuda:N" for N < deviceCount)
-  std::string features;    // e.g. CPU ISA the GEMM dispatched to ("avx2+fma+f16c" | "scalar")
+  std::string features;    // CPU: the kernel level and its GEMM kernels, e.g. "avx2: fp32 avx2+fma 6x16"
 };
 
 class Backend {
