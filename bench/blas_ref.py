@@ -5,13 +5,18 @@
                float32 and bfloat16, where torch imports. --libs picks which (default: both).
 --device cuda: PyTorch (cuBLAS), float32, float16 and bfloat16, if torch imports.
 
+--sizes n,... times square n x n x n GEMMs; --shapes MxNxK[:nn|nt|tn|tt],... times
+M x N x K ones, with a transposed operand stored transposed (a [K, M] for transA, b [N, K] for
+transB: `A.T @ B` on the stored arrays), so the library's GEMM gets the transpose flag.
+
 --threads N sets the BLAS / OpenMP / torch thread count before the libraries load (the caller
 passes mixprec's: all cores, or MIXPREC_NUM_THREADS). The caller is expected to run this with
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset, so OpenBLAS picks its own kernel and cache sizes.
 
 Prints one JSON line:
   {"interpreter", "python", "threads", "references": [
-     {"name": "numpy" | "torch", "library", "version", "blas": {...}, "threads", "results": [{"size", "dtype", "gflops"}]}
+     {"name": "numpy" | "torch", "library", "version", "blas": {...}, "threads",
+      "results": [{"size" (squares only), "shape": {"M", "N", "K", "transA", "transB"}, "dtype", "gflops"}]}
      or {"name", "error"} ]}
 "blas" names the kernel that ran: OpenBLAS's config string and core name (read from the loaded
 library with ctypes), threadpoolctl's view where it imports, torch's build summary lines and CPU
@@ -177,9 +182,51 @@ def torch_cpu_info(torch):
     return info
 
 
+# --- the GEMMs --------------------------------------------------------------------------------
+
+_SHAPE_RE = re.compile(r"^(\d+)x(\d+)x(\d+)(?::(nn|nt|tn|tt))?$", re.I)
+
+
+def parse_shapes(text):
+    """--shapes: (M, N, K, transA, transB) per item, repeats dropped."""
+    out = []
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        m = _SHAPE_RE.match(item)
+        if not m or not all(int(d) > 0 for d in m.groups()[:3]):
+            raise argparse.ArgumentTypeError(f"'{item}' is not MxNxK[:nn|nt|tn|tt] with positive M, N, K")
+        t = (m.group(4) or "nn").lower()
+        shape = (int(m.group(1)), int(m.group(2)), int(m.group(3)), t[0] == "t", t[1] == "t")
+        if shape not in out:
+            out.append(shape)
+    return out
+
+
+def gemms(sizes, shapes):
+    """What to time: (size or None, (M, N, K, transA, transB)), the squares first."""
+    return [(n, (n, n, n, False, False)) for n in sizes] + [(None, s) for s in shapes]
+
+
+def result(size, shape, dtype, t):
+    M, N, K, ta, tb = shape
+    r = {"size": size} if size is not None else {}
+    r.update({"shape": {"M": M, "N": N, "K": K, "transA": ta, "transB": tb}, "dtype": dtype, "gflops": 2 * M * N * K / t / 1e9})
+    return r
+
+
+def operands(shape, make):
+    """make(rows, cols) -> array: a and b stored as BLAS sees them (a [K, M] for transA, b [N, K]
+    for transB), returned as op(a), op(b): the transposed ones as transposed views."""
+    M, N, K, ta, tb = shape
+    a = make(K, M) if ta else make(M, K)
+    b = make(N, K) if tb else make(K, N)
+    return (a.T if ta else a), (b.T if tb else b)
+
+
 # --- the references ----------------------------------------------------------------------------
 
-def numpy_ref(sizes, threads):
+def numpy_ref(sizes, shapes, threads):
     try:
         import numpy as np
     except ImportError as e:
@@ -187,17 +234,17 @@ def numpy_ref(sizes, threads):
     set_openblas_threads(threads)
     rng = np.random.default_rng(0)
     results = []
-    for n in sizes:
-        A = rng.standard_normal((n, n), dtype=np.float32); B = rng.standard_normal((n, n), dtype=np.float32)
+    for size, shape in gemms(sizes, shapes):
+        A, B = operands(shape, lambda r, c: rng.standard_normal((r, c), dtype=np.float32))
         t = bench(lambda: A @ B, lambda: None)
-        results.append({"size": n, "dtype": "float32", "gflops": 2 * n**3 / t / 1e9})
+        results.append(result(size, shape, "float32", t))
     blas = numpy_blas_info(np)
     ob = blas.get("openblas") or []
     return {"name": "numpy", "library": f"numpy {np.__version__}", "version": np.__version__, "blas": blas,
             "threads": ob[0].get("threads", threads) if ob else threads, "results": results}
 
 
-def torch_cpu_ref(sizes, threads):
+def torch_cpu_ref(sizes, shapes, threads):
     try:
         import torch
     except Exception as e:  # noqa: BLE001 - any import failure means "no reference"
@@ -206,17 +253,17 @@ def torch_cpu_ref(sizes, threads):
     set_openblas_threads(threads)
     torch.manual_seed(0)
     results = []
-    for n in sizes:
+    for size, shape in gemms(sizes, shapes):
         for dt, name in ((torch.float32, "float32"), (torch.bfloat16, "bfloat16")):
-            A = torch.randn(n, n, dtype=dt); B = torch.randn(n, n, dtype=dt)
+            A, B = operands(shape, lambda r, c: torch.randn(r, c, dtype=dt))
             with torch.no_grad():
                 t = bench(lambda: A @ B, lambda: None)
-            results.append({"size": n, "dtype": name, "gflops": 2 * n**3 / t / 1e9})
+            results.append(result(size, shape, name, t))
     return {"name": "torch", "library": f"torch {torch.__version__}", "version": torch.__version__, "blas": torch_cpu_info(torch),
             "threads": torch.get_num_threads(), "results": results}
 
 
-def torch_cuda_ref(sizes):
+def torch_cuda_ref(sizes, shapes):
     try:
         import torch
         assert torch.cuda.is_available(), "torch.cuda.is_available() is False"
@@ -224,11 +271,11 @@ def torch_cuda_ref(sizes):
         return {"name": "torch", "error": f"torch with CUDA not usable: {e}"}
     torch.backends.cuda.matmul.allow_tf32 = False
     results = []
-    for n in sizes:
+    for size, shape in gemms(sizes, shapes):
         for dt, name in ((torch.float32, "float32"), (torch.float16, "float16"), (torch.bfloat16, "bfloat16")):
-            A = torch.randn(n, n, device="cuda", dtype=dt); B = torch.randn(n, n, device="cuda", dtype=dt)
+            A, B = operands(shape, lambda r, c: torch.randn(r, c, device="cuda", dtype=dt))
             t = bench(lambda: A @ B, torch.cuda.synchronize)
-            results.append({"size": n, "dtype": name, "gflops": 2 * n**3 / t / 1e9})
+            results.append(result(size, shape, name, t))
     return {"name": "torch", "library": f"torch {torch.__version__} (cuBLAS)", "version": torch.__version__,
             "blas": {"summary": f"cuBLAS {torch.version.cuda or ''}".strip(), "device": torch.cuda.get_device_name()}, "results": results}
 
@@ -236,11 +283,12 @@ def torch_cuda_ref(sizes):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", choices=["cpu", "cuda"], required=True)
-    ap.add_argument("--sizes", default="256,512,1024,2048")
+    ap.add_argument("--sizes", default="256,512,1024,2048", help="square GEMMs, n for n x n x n ('' for none)")
+    ap.add_argument("--shapes", type=parse_shapes, default=[], help="MxNxK[:nn|nt|tn|tt] GEMMs (tn: a stored [K, M]; nt: b stored [N, K]), comma-separated (mixprec bench gemm expands its mlp preset)")
     ap.add_argument("--libs", default="numpy,torch", help="cpu: which references, comma-separated (numpy, torch)")
     ap.add_argument("--threads", type=int, default=0, help="threads for the BLAS / torch (default: os.cpu_count())")
     a = ap.parse_args()
-    sizes = [int(s) for s in a.sizes.split(",")]
+    sizes = [int(s) for s in a.sizes.split(",") if s.strip()]
     threads = a.threads if a.threads > 0 else (os.cpu_count() or 1)
     # Before numpy / torch load: their thread pools size themselves from these.
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -249,11 +297,11 @@ def main():
     if a.device == "cpu":
         libs = [s.strip() for s in a.libs.split(",") if s.strip()]
         if "numpy" in libs:
-            refs.append(numpy_ref(sizes, threads))
+            refs.append(numpy_ref(sizes, a.shapes, threads))
         if "torch" in libs:
-            refs.append(torch_cpu_ref(sizes, threads))
+            refs.append(torch_cpu_ref(sizes, a.shapes, threads))
     else:
-        refs.append(torch_cuda_ref(sizes))
+        refs.append(torch_cuda_ref(sizes, a.shapes))
     print(json.dumps({"interpreter": sys.executable, "python": platform.python_version(), "threads": threads,
                       "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")},
                       "references": refs}))

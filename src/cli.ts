@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { backends } from './backends';
 import { benchAmp } from './bench/amp';
 import { cpuIsa } from './cpu';
-import { benchGemm } from './bench/gemm';
+import { benchGemm, GemmShapeItem, parseGemmShapes, shapeLabel } from './bench/gemm';
 import { benchTrain } from './bench/train';
 import { describeReference } from './bench/reference';
 import { benchTape } from './bench/tape';
@@ -81,31 +81,46 @@ program
   .option('--batch <n>', 'train: batch size (dist: the global batch)', (v) => intList(v)[0], 256)
   .option('--params <n>', 'amp: parameters in the store (default 2^24 on the CPU, 2^28 on CUDA)', (v) => intList(v)[0])
   .option('--sizes <list>', 'GEMM sizes (n for n x n x n)', intList, [256, 512, 1024, 2048])
+  .option('--shapes <list>', "gemm: also these M x N x K GEMMs, MxNxK[:nn|nt|tn|tt] (t: that operand transposed, a stored [K, M] / b stored [N, K]; default nn), or 'mlp' (the 784-1024-1024-10 MLP's training-step GEMMs at batch 256), e.g. mlp,256x1024x784:nt", (v) => {
+    try {
+      return parseGemmShapes(v);
+    } catch (e) {
+      throw new InvalidArgumentError((e as Error).message.replace(/^--shapes: /, ''));
+    }
+  })
   .option('--device <device>', "only this backend: 'cpu' or 'cuda'")
   .option('--isa <list>', "gemm, train: run our CPU rows at each of these kernel levels, e.g. auto,avx2 (auto, avx512bf16, avx512, avx2, scalar; default: the active one)", (v) => v.split(',').map((s) => s.trim()).filter(Boolean))
   .option('--no-reference', 'skip the reference measurements (numpy / PyTorch GEMMs, PyTorch training steps)')
   .option('--json <file>', 'also write the results as JSON to FILE, and a bar chart (SVG) of the fp32 / fp16 / bf16 figures beside it (FILE with .json replaced by .svg)')
   .option('--chart <file>', 'write the bar chart (SVG) here instead (works without --json too)')
-  .action(async (sections: string[], o: { sizes: number[]; device?: string; isa?: string[]; reference: boolean; json?: string; chart?: string; params?: number; widths: number[]; batch: number; distSizes: number[] }) => {
+  .action(async (sections: string[], o: { sizes: number[]; shapes?: GemmShapeItem[]; device?: string; isa?: string[]; reference: boolean; json?: string; chart?: string; params?: number; widths: number[]; batch: number; distSizes: number[] }) => {
     for (const s of sections) if (!['gemm', 'amp', 'train', 'gpt', 'tape', 'dist'].includes(s)) throw new InvalidArgumentError(`unknown bench section '${s}' (available: gemm, amp, train, gpt, tape, dist)`);
     if (o.device && o.device !== 'cpu' && o.device !== 'cuda') throw new InvalidArgumentError("--device must be 'cpu' or 'cuda'");
     const devices = o.device ? [o.device as 'cpu' | 'cuda'] : undefined;
     if (o.device === 'cuda') resolveDevice('cuda'); // E_NO_CUDA (exit 1) rather than empty tables
     const result: Record<string, unknown> = { machine: machine() };
     if (sections.includes('gemm')) {
-      const { rows, references, cpu } = await benchGemm(o.sizes, devices, o.reference, { isa: o.isa });
+      const { rows, references, cpu } = await benchGemm(o.sizes, devices, o.reference, { isa: o.isa, shapes: o.shapes });
       result.gemm = { rows, references, cpu };
       // One GFLOP/s + ratio column pair per reference library found (numpy, torch).
       const refNames = [...new Set(rows.flatMap((r) => (r.references ?? []).map((x) => x.name)))];
       const withIsa = rows.some((r) => r.isa);
-      console.log('GEMM (n x n x n), GFLOP/s; x fp32 = ratio to our fp32, x <ref> = ours / the reference, all measured side by side in this run');
-      console.log(['device', ...(withIsa ? ['isa'] : []), 'n', 'dtype', 'GFLOP/s', 'x fp32', ...refNames.flatMap((n) => [n, `x ${n}`])].map((h) => h.padStart(10)).join(' '));
+      // --shapes rows: the shape column reads "MxNxK tt" (transA, transB: n or t), and a last column names the preset's GEMMs.
+      const shaped = rows.some((r) => r.size === undefined), withRole = rows.some((r) => r.role);
+      const label = (r: (typeof rows)[number]) => (r.size !== undefined ? String(r.size) : shapeLabel(r.shape));
+      const w = Math.max(10, ...rows.map((r) => label(r).length));
+      console.log(shaped
+        ? 'GEMM (n: n x n x n; MxNxK tt: M x N x K with transA, transB n / t), GFLOP/s = 2MNK / t; x fp32 = ratio to our fp32, x <ref> = ours / the reference, all measured side by side in this run'
+        : 'GEMM (n x n x n), GFLOP/s; x fp32 = ratio to our fp32, x <ref> = ours / the reference, all measured side by side in this run');
+      const pad = (cells: string[], i: number) => cells.map((c, j) => c.padStart(j === i ? w : 10)).join(' ');
+      const shapeCol = withIsa ? 2 : 1;
+      console.log(pad(['device', ...(withIsa ? ['isa'] : []), shaped ? 'n / shape' : 'n', 'dtype', 'GFLOP/s', 'x fp32', ...refNames.flatMap((n) => [n, `x ${n}`])], shapeCol) + (withRole ? '  gemm' : ''));
       for (const r of rows) {
         const refCols = refNames.flatMap((n) => {
           const x = r.references?.find((y) => y.name === n);
           return [fmt(x?.gflops), fmt(x?.ratio, 2)];
         });
-        console.log([r.device, ...(withIsa ? [r.isa ?? '-'] : []), String(r.size), r.dtype, fmt(r.gflops), fmt(r.ratioToFp32, 2), ...refCols].map((c) => c.padStart(10)).join(' '));
+        console.log(pad([r.device, ...(withIsa ? [r.isa ?? '-'] : []), label(r), r.dtype, fmt(r.gflops), fmt(r.ratioToFp32, 2), ...refCols], shapeCol) + (r.role ? `  ${r.role}` : ''));
       }
       if (cpu) console.log(`ours on cpu: ${cpu.model ?? 'unknown CPU'}, ${cpu.threads} thread${cpu.threads === 1 ? '' : 's'} (MIXPREC_NUM_THREADS, else all cores); ${cpu.levels.map((l) => l.gemm).join('; ')}`);
       for (const [dev, ref] of Object.entries(references)) {
@@ -183,7 +198,10 @@ program
     }
     const chartFile = o.chart ?? (o.json ? o.json.replace(/\.json$/i, '') + '.svg' : undefined);
     if (chartFile) {
-      const svg = benchChart(result as Parameters<typeof benchChart>[0]);
+      // The chart's GEMM bars are per n: the --shapes rows (no `size`) stay in the table and the JSON.
+      const gemm = result.gemm as { rows: { size?: number }[] } | undefined;
+      const charted = gemm ? { ...result, gemm: { ...gemm, rows: gemm.rows.filter((r) => r.size !== undefined) } } : result;
+      const svg = benchChart(charted as Parameters<typeof benchChart>[0]);
       if (svg) {
         writeOutput(chartFile, svg);
         console.log(`wrote ${chartFile}`);

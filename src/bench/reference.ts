@@ -87,7 +87,23 @@ export function threadEnv(threads: number): Record<string, string> {
   return { OMP_NUM_THREADS: t, OPENBLAS_NUM_THREADS: t, MKL_NUM_THREADS: t };
 }
 
-export interface RefResult { size: number; dtype: string; gflops: number }
+/** A GEMM out[M, N] = op(a) @ op(b): a stored [K, M] when transA, b stored [N, K] when transB (as in BLAS). */
+export interface RefShape { M: number; N: number; K: number; transA: boolean; transB: boolean }
+
+/**
+ * One reference timing: a square (`size`, n x n x n) or a --shapes GEMM (`shape`); blas_ref.py
+ * writes `shape` for both.
+ */
+export interface RefResult {
+  size?: number;
+  shape?: RefShape;
+  dtype: string; gflops: number;
+}
+
+/** `shapes` as blas_ref.py's --shapes reads them: MxNxK:tt items, comma-separated. */
+export function shapesArg(shapes: RefShape[]): string {
+  return shapes.map((s) => `${s.M}x${s.N}x${s.K}:${s.transA ? 't' : 'n'}${s.transB ? 't' : 'n'}`).join(',');
+}
 
 /** One library's GEMM timings (bench/blas_ref.py), with where and how it ran. */
 export interface RefLibrary {
@@ -136,11 +152,12 @@ function runBlasRef(py: string, args: string[], threads: number): RefLibrary[] |
  * pick its own kernel. CPU: numpy float32 and PyTorch float32 and bfloat16, in one run in the
  * first Python that has both, else numpy in the first with numpy and torch in the first with
  * torch (each reference names its interpreter). CUDA:
- * PyTorch (cuBLAS) float32 / float16 / bfloat16.
+ * PyTorch (cuBLAS) float32 / float16 / bfloat16. The squares `sizes`, then each of `shapes`
+ * (with its transposed operands stored transposed, so the library is handed a transposed operand).
  */
-export function referenceGemm(device: 'cpu' | 'cuda', sizes: number[]): Reference {
+export function referenceGemm(device: 'cpu' | 'cuda', sizes: number[], shapes: RefShape[] = []): Reference {
   const threads = benchThreads();
-  const sizeArgs = ['--device', device, '--sizes', sizes.join(',')];
+  const sizeArgs = ['--device', device, '--sizes', sizes.join(','), ...(shapes.length ? ['--shapes', shapesArg(shapes)] : [])];
   const refs: RefLibrary[] = [];
   const add = (name: string, py: string | null, libs: string[], missing: string) => {
     if (!py) return void refs.push({ name, error: missing });
