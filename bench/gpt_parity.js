@@ -13,7 +13,8 @@ const os = require('node:os');
 const path = require('node:path');
 const mp = require('..');
 const { trainBatch } = require('../dist/train/cli_gpt');
-const { torchPython, referenceEnv } = require('../dist/bench/gpt');
+const { referenceEnv } = require('../dist/bench/gpt');
+const { findPython } = require('../dist/bench/reference');
 
 const arg = (name, dflt) => {
   const i = process.argv.indexOf(name);
@@ -59,7 +60,7 @@ const outFile = arg('--out');
   }
   trainer.dispose();
   // 4. PyTorch on the same files.
-  const py = torchPython();
+  const py = findPython(['torch']);
   if (!py) throw new Error('no python3 with torch: apt-get install python3-torch');
   const r = spawnSync(py, [path.join(__dirname, 'gpt_torch_ref.py'), 'parity', dir], { encoding: 'utf8', env: referenceEnv(), timeout: 1_800_000 });
   if (r.status !== 0) throw new Error(`gpt_torch_ref.py failed: ${r.stderr}`);

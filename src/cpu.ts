@@ -1,6 +1,5 @@
 // The instruction-set level of the CPU kernels (native/cpu/isa.h): the best the CPU has by
 // default, MIXPREC_CPU_ISA at load, or setCpuIsa() from code (to compare levels, or to test them).
-import { MixprecError } from './errors';
 import { native } from './native';
 
 /** The levels, best first; each includes the ones after it. */
@@ -31,6 +30,5 @@ export function cpuIsa(): CpuIsaInfo {
  * or a level this CPU lacks. Returns the level now active.
  */
 export function setCpuIsa(isa: 'auto' | CpuIsa): CpuIsa {
-  if (typeof isa !== 'string') throw new MixprecError('E_ARG', `setCpuIsa: expected 'auto' or one of ${CPU_ISAS.join(', ')}`);
   return native().setCpuIsa(isa) as CpuIsa;
 }

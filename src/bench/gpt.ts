@@ -27,11 +27,6 @@ export interface GptRow {
 export const GPT_BENCH_CONFIG: GPTConfig = { vocabSize: 98, blockSize: 64, nLayer: 4, nHead: 4, nEmbd: 128, dropout: 0 };
 export const GPT_BENCH_BATCH = 12;
 
-/** A Python that imports torch (findPython: python3, then Debian's /usr/bin/python3, where python3-torch installs). */
-export function torchPython(): string | null {
-  return findPython(['torch']);
-}
-
 /**
  * The environment for PyTorch's command, at its best: the shared referenceEnv (OpenBLAS left to
  * pick its own kernel and cache sizes: these machines set OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE,
@@ -74,7 +69,7 @@ export async function benchGpt(opts: { devices?: Device[]; reference?: boolean; 
       trainer.dispose();
     }
     if (opts.reference !== false && device === 'cpu') {
-      const py = torchPython();
+      const py = findPython(['torch']);
       if (!py) { reference = { cpu: { error: 'no python3 with torch (Debian: apt-get install python3-torch)' } }; continue; }
       const script = path.join(__dirname, '..', '..', 'bench', 'gpt_torch_ref.py');
       const r = spawnSync(py, [script, 'speed', '--precision', 'both', '--steps', String(steps)], { encoding: 'utf8', timeout: 900_000, env: referenceEnv() });
