@@ -86,3 +86,46 @@ test('element-wise, normalisation and loss kernels give the same bits on every l
   for (const { isa, outs } of results.slice(1))
     outs.forEach((o, i) => expect([isa, i, Buffer.from(o.buffer).equals(Buffer.from(results[0].outs[i].buffer))]).toEqual([isa, i, true]));
 });
+
+// The levels are kept apart in the binary, not only in the source: an AVX-512 (EVEX) instruction
+// outside an avx512-level function would crash an AVX2 CPU, a BF16 one outside the BF16 kernel
+// would crash an AVX-512 CPU without AVX512-BF16 (Skylake-X, Ice Lake), and a VEX one outside an
+// avx2-or-better function would crash a CPU without AVX. The level's functions are the ones
+// named for it (onActiveIsa's runAvx512 / runAvx2, the *Avx2 / *Avx512 kernels).
+type Leak = { fn: string; what: string };
+function isaLeaks(disassembly: string): Leak[] {
+  const leaks: Leak[] = [];
+  let fn = '';
+  for (const line of disassembly.split('\n')) {
+    const head = /^[0-9a-f]+ <(.*)>:$/.exec(line);
+    if (head) { fn = head[1]; continue; }
+    const insn = /^\s*[0-9a-f]+:\t([0-9a-f]{2}) .*\t(\S+)/.exec(line);
+    if (!insn || !fn.includes('mp::')) continue;
+    const [, first, mnemonic] = insn;
+    let what = '';
+    if (/bf16/.test(mnemonic) && !/Avx512Bf16/.test(fn)) what = `BF16 ${mnemonic}`;
+    else if (first === '62' && !/Avx512/.test(fn)) what = `EVEX ${mnemonic}`;
+    else if ((first === 'c4' || first === 'c5') && !/Avx/.test(fn)) what = `VEX ${mnemonic}`;
+    if (what && !leaks.some((l) => l.fn === fn)) leaks.push({ fn, what });
+  }
+  return leaks;
+}
+
+const addonFile: string = process.env.MIXPREC_ADDON
+  ? path.resolve(process.env.MIXPREC_ADDON)
+  : require('bindings')({ bindings: 'mixprec', path: true });
+const objdump = spawnSync('objdump', ['-d', '-C', '--insn-width=16', addonFile], { encoding: 'utf8', maxBuffer: 1 << 30 });
+const canDisassemble = process.arch === 'x64' && process.platform === 'linux' && objdump.status === 0;
+(canDisassemble ? test : test.skip)(`each level's instructions stay in that level's functions in the built addon${canDisassemble ? '' : ' (skipped: needs objdump on x86-64 Linux)'}`, () => {
+  const text = objdump.stdout;
+  // The checker finds a leak when there is one (hand-made lines in objdump's format)...
+  const fake = (fn: string, bytes: string, insn: string) => `0000000000001000 <${fn}>:\n    1000:\t${bytes} \t${insn}\n`;
+  expect(isaLeaks(fake('mp::cpu::laneSum(float const*, unsigned long)', '62 f1 7c 48 58 c1', 'vaddps %zmm1,%zmm0,%zmm0'))).toHaveLength(1);
+  expect(isaLeaks(fake('mp::cpu::runAvx512<mp::x>(mp::x const&)', '62 f2 7e 48 52 c1', 'vdpbf16ps %zmm1,%zmm0,%zmm0'))).toHaveLength(1);
+  expect(isaLeaks(fake('mp::cpu::widen(void const*)', 'c5 fc 58 c1', 'vaddps %ymm1,%ymm0,%ymm0'))).toHaveLength(1);
+  expect(isaLeaks(fake('mp::cpu::runAvx2<mp::x>(mp::x const&)', 'c5 fc 58 c1', 'vaddps %ymm1,%ymm0,%ymm0'))).toHaveLength(0);
+  // ...and the addon has none, while it does hold AVX2 and AVX-512 kernels.
+  expect(isaLeaks(text)).toEqual([]);
+  expect(text).toMatch(/\tvfmadd231ps .*%ymm/);
+  expect(text).toMatch(/\tvfmadd231ps .*%zmm/);
+});
