@@ -67,7 +67,10 @@ describeEachBackend('layer gradients vs float64 finite differences', (device) =>
   }
 
   test('the loss gradient carries the loss scale: fp16 gradients / S equal the fp32 ones', async () => {
-    const layers: RefLayer[] = [{ type: 'linear', inFeatures: 8, outFeatures: 16, bias: true, activation: 'relu' }, { type: 'linear', inFeatures: 16, outFeatures: 4, bias: true, activation: 'none' }];
+    // GELU, not ReLU: a ReLU input near 0 can change sign between the fp16 and fp32 forwards and
+    // move a whole row of the gradient (seen in about 5% of random draws); GELU is smooth, so
+    // the two differ by rounding only (over 400 draws: median 1.1, max 3.2 fp16 roundoffs).
+    const layers: RefLayer[] = [{ type: 'linear', inFeatures: 8, outFeatures: 16, bias: true, activation: 'gelu' }, { type: 'linear', inFeatures: 16, outFeatures: 4, bias: true, activation: 'none' }];
     const seed = Math.floor(rng() * 1e6);
     const xv = Float32Array.from({ length: 32 * 8 }, () => rng() * 2 - 1);
     const labels = Int32Array.from({ length: 32 }, () => Math.floor(rng() * 4));
@@ -84,7 +87,7 @@ describeEachBackend('layer gradients vs float64 finite differences', (device) =>
       const s = scaled[i].data.map((v) => v / 1024);
       let num = 0, den = 0;
       r.data.forEach((v, j) => { num += (v - s[j]) ** 2; den += v * v; });
-      expect(Math.sqrt(num / den)).toBeLessThan(2e-2); // fp16 activations and weights
+      expect(Math.sqrt(num / den)).toBeLessThan(16 * 2 ** -11); // 16 fp16 roundoffs: fp16 activations and weights
     });
   });
 }, { everyCpuIsa: true });
