@@ -39,6 +39,8 @@ hottest_loop() {
 printf '%-18s %-15s %6s %8s %10s %12s  %s\n' kernel model instrs FMAs cycles/iter FLOP/cycle bottleneck
 while read -r name file fn models; do
   hottest_loop "$tmp/$file.s" "$fn" > "$tmp/$name.s"
+  # A renamed kernel would otherwise give an empty loop and a table of zeros.
+  grep -q -E 'vfmadd|vdpbf16ps' "$tmp/$name.s" || { echo "$name: no FMA loop in $fn (renamed? update KERNELS)" >&2; exit 1; }
   # FLOPs per FMA: 2 per lane; vdpbf16ps does 2 multiply-adds per FP32 lane.
   flops=$(awk '/vfmadd[0-9]*ps.*%ymm/ { f += 16 } /vfmadd[0-9]*ps.*%zmm/ { f += 32 } /vdpbf16ps.*%zmm/ { f += 64 } END { print f + 0 }' "$tmp/$name.s")
   fmas=$(grep -c -E 'vfmadd|vdpbf16ps' "$tmp/$name.s")
